@@ -1,0 +1,22 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  {ignores: ['dist/**', 'node_modules/**', 'bench/results.json']},
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.js'],
+    languageOptions: {globals: {process: 'readonly', console: 'readonly', Buffer: 'readonly'}},
+  },
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', {argsIgnorePattern: '^_', varsIgnorePattern: '^_'}],
+      'no-restricted-imports': ['error', {paths: [{name: 'koffi', message: 'koffi is only imported in src/ffi/.'}]}],
+    },
+  },
+  {
+    files: ['src/ffi/**/*.ts'],
+    rules: {'no-restricted-imports': 'off'},
+  },
+);

@@ -1,0 +1,9 @@
+export {BpfObject, type OpenOptions} from './object.js';
+export {BpfMap, BPF_ANY, BPF_EXIST, BPF_NOEXIST, u32Key, numPossibleCpus} from './map.js';
+export {Program, BPF_PROG_TYPE_SK_LOOKUP, BPF_PROG_TYPE_XDP, type TestRunInput, type TestRunResult} from './program.js';
+export {Link} from './link.js';
+export {BpfError, NotFoundError, NotSupportedError, PermissionError, VerifierError, errorFor} from './errors.js';
+export {errnoName} from './errno.js';
+export {probeProgType, requireFeature, MIN_KERNEL, type Feature} from './features.js';
+export {linkIds, linkInfoByFd, mapIds, mapInfoByFd, progInfoByFd, BPF_LINK_TYPE_NETNS, BPF_LINK_TYPE_XDP, type LinkInfo, type MapInfo} from './info.js';
+export {libbpfVersion} from './version.js';

@@ -1,0 +1,90 @@
+/** bpf_obj_get_info_by_fd for maps and links (struct layouts of linux/bpf.h). */
+import {libbpf} from '../ffi/index.js';
+
+export interface MapInfo {
+  type: number;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  name: string;
+}
+
+function infoByFd(fd: number, size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  const len: [number] = [size];
+  const rc = libbpf.bpf_obj_get_info_by_fd(fd, buf, len);
+  if (rc < 0) throw Object.assign(new Error(`bpf_obj_get_info_by_fd: errno ${-rc}`), {errno: -rc});
+  return buf;
+}
+
+const cstr = (b: Buffer): string => {
+  const end = b.indexOf(0);
+  return b.subarray(0, end < 0 ? b.length : end).toString();
+};
+
+export function mapInfoByFd(fd: number): MapInfo {
+  const b = infoByFd(fd, 96);
+  return {
+    type: b.readUInt32LE(0),
+    id: b.readUInt32LE(4),
+    keySize: b.readUInt32LE(8),
+    valueSize: b.readUInt32LE(12),
+    maxEntries: b.readUInt32LE(16),
+    name: cstr(b.subarray(24, 40)),
+  };
+}
+
+export interface LinkInfo {
+  type: number;
+  id: number;
+  progId: number;
+  /** netns links: the namespace inode and attach type. xdp links: ifindex in `netnsIno`'s place. */
+  netnsIno: number;
+  attachType: number;
+  ifindex: number;
+}
+
+export const BPF_LINK_TYPE_NETNS = 5;
+export const BPF_LINK_TYPE_XDP = 6;
+
+export function linkInfoByFd(fd: number): LinkInfo {
+  const b = infoByFd(fd, 64);
+  const type = b.readUInt32LE(0);
+  return {
+    type,
+    id: b.readUInt32LE(4),
+    progId: b.readUInt32LE(8),
+    netnsIno: type === BPF_LINK_TYPE_NETNS ? b.readUInt32LE(16) : 0,
+    attachType: type === BPF_LINK_TYPE_NETNS ? b.readUInt32LE(20) : 0,
+    ifindex: type === BPF_LINK_TYPE_XDP ? b.readUInt32LE(16) : 0,
+  };
+}
+
+export interface ProgInfo {
+  type: number;
+  id: number;
+  name: string;
+}
+
+export function progInfoByFd(fd: number): ProgInfo {
+  const b = infoByFd(fd, 128);
+  return {type: b.readUInt32LE(0), id: b.readUInt32LE(4), name: cstr(b.subarray(64, 80))};
+}
+
+/** Ids of all BPF objects of a kind currently in the kernel. */
+export function* mapIds(): Generator<number> {
+  yield* ids(libbpf.bpf_map_get_next_id);
+}
+export function* linkIds(): Generator<number> {
+  yield* ids(libbpf.bpf_link_get_next_id);
+}
+function* ids(next: (start: number, out: [number]) => number): Generator<number> {
+  let id = 0;
+  for (;;) {
+    const out: [number] = [0];
+    if (next(id, out) < 0) return;
+    id = out[0];
+    yield id;
+  }
+}

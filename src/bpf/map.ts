@@ -1,0 +1,150 @@
+/** A BPF map by fd: from a loaded object, a pin, or an id. */
+import {libbpf} from '../ffi/index.js';
+import {close} from '../ffi/libc.js';
+import {errorFor} from './errors.js';
+import {mapInfoByFd, type MapInfo} from './info.js';
+
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+
+const PERCPU_TYPES = new Set([5 /* PERCPU_HASH */, 6 /* PERCPU_ARRAY */, 10 /* LRU_PERCPU_HASH */]);
+let possibleCpus: number | undefined;
+export function numPossibleCpus(): number {
+  possibleCpus ??= libbpf.libbpf_num_possible_cpus();
+  return possibleCpus;
+}
+
+export class BpfMap {
+  readonly perCpu: boolean;
+  /** Bytes of one CPU's value in a per-CPU map (value size rounded up to 8). */
+  readonly perCpuStride: number;
+  private closed = false;
+
+  constructor(
+    readonly fd: number,
+    readonly name: string,
+    readonly type: number,
+    readonly keySize: number,
+    readonly valueSize: number,
+    readonly maxEntries: number,
+    /** false for maps owned by a BpfObject (closed with it). */
+    private readonly ownsFd: boolean,
+  ) {
+    this.perCpu = PERCPU_TYPES.has(type);
+    this.perCpuStride = Math.ceil(valueSize / 8) * 8;
+  }
+
+  /** Open a pinned map. */
+  static openPinned(path: string): BpfMap {
+    const fd = libbpf.bpf_obj_get(path);
+    if (fd < 0) throw errorFor('open pinned map', -fd, path);
+    return BpfMap.fromFd(fd, `pinned map ${path}`);
+  }
+
+  /** Wrap an fd (taking ownership). */
+  static fromFd(fd: number, what = 'map'): BpfMap {
+    let info: MapInfo;
+    try {
+      info = mapInfoByFd(fd);
+    } catch (error) {
+      close(fd);
+      throw errorFor('inspect', (error as {errno?: number}).errno ?? 22, what);
+    }
+    return new BpfMap(fd, info.name, info.type, info.keySize, info.valueSize, info.maxEntries, true);
+  }
+
+  /** Size of the buffer lookup() returns (all CPUs for per-CPU maps). */
+  get lookupSize(): number {
+    return this.perCpu ? this.perCpuStride * numPossibleCpus() : this.valueSize;
+  }
+
+  /** The value of `key`, or undefined when absent. Per-CPU maps return all CPUs' values back to back. */
+  lookup(key: Buffer): Buffer | undefined {
+    const value = Buffer.alloc(this.lookupSize);
+    const rc = libbpf.bpf_map_lookup_elem(this.fd, key, value);
+    if (rc < 0) {
+      if (-rc === 2) return undefined;
+      throw errorFor('map lookup', -rc, this.name);
+    }
+    return value;
+  }
+
+  /** Per-CPU values of `key`, one Buffer per CPU. */
+  lookupPerCpu(key: Buffer): Buffer[] | undefined {
+    if (!this.perCpu) throw new TypeError(`map ${this.name} is not per-CPU`);
+    const all = this.lookup(key);
+    if (!all) return undefined;
+    const out: Buffer[] = [];
+    for (let off = 0; off < all.length; off += this.perCpuStride) out.push(all.subarray(off, off + this.valueSize));
+    return out;
+  }
+
+  /** Sum of the u64 fields of a per-CPU value across CPUs. */
+  sumPerCpuU64(key: Buffer): bigint[] | undefined {
+    const cpus = this.lookupPerCpu(key);
+    if (!cpus) return undefined;
+    const fields = Math.floor(this.valueSize / 8);
+    const sums: bigint[] = new Array(fields).fill(0n);
+    for (const v of cpus) for (let i = 0; i < fields; i++) sums[i] += v.readBigUInt64LE(i * 8);
+    return sums;
+  }
+
+  update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
+    const rc = libbpf.bpf_map_update_elem(this.fd, key, value, flags);
+    if (rc < 0) throw errorFor('map update', -rc, this.name);
+  }
+
+  /** Delete `key`; returns false when it was absent. */
+  delete(key: Buffer): boolean {
+    const rc = libbpf.bpf_map_delete_elem(this.fd, key);
+    if (rc < 0) {
+      if (-rc === 2) return false;
+      throw errorFor('map delete', -rc, this.name);
+    }
+    return true;
+  }
+
+  /** Iterate keys (snapshot semantics of BPF_MAP_GET_NEXT_KEY). */
+  *keys(): Generator<Buffer> {
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(this.keySize);
+      const rc = libbpf.bpf_map_get_next_key(this.fd, prev, next);
+      if (rc < 0) {
+        if (-rc === 2) return;
+        throw errorFor('map iterate', -rc, this.name);
+      }
+      yield next;
+      prev = next;
+    }
+  }
+
+  /** Update `count` entries at once: keys and values packed back to back. */
+  updateBatch(keys: Buffer, values: Buffer, count: number, flags = BPF_ANY): void {
+    if (count === 0) return;
+    const opts = Buffer.alloc(24);
+    opts.writeBigUInt64LE(24n, 0);
+    opts.writeBigUInt64LE(BigInt(flags), 8);
+    const n: [number] = [count];
+    const rc = libbpf.bpf_map_update_batch(this.fd, keys, values, n, opts);
+    if (rc < 0) throw errorFor('map batch update', -rc, `${this.name} (${n[0]} of ${count} done)`);
+  }
+
+  pin(path: string): void {
+    const rc = libbpf.bpf_obj_pin(this.fd, path);
+    if (rc < 0) throw errorFor('pin map', -rc, `${this.name} at ${path}`);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ownsFd) close(this.fd);
+  }
+}
+
+export const u32Key = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+};

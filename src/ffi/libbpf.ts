@@ -1,0 +1,174 @@
+/**
+ * koffi declarations of the system libbpf (libbpf.so.1, ≥1.0; no symbol newer than 1.1).
+ * Raw bindings only: pointers are bigint, errors are -errno / NULL + errno. The typed loader in
+ * src/bpf/ is the only consumer.
+ */
+import koffi from 'koffi';
+import {FfiLoadError, vsnprintf} from './libc.js';
+
+export type Ptr = bigint;
+
+function loadLibbpf(): ReturnType<typeof koffi.load> {
+  try {
+    return koffi.load('libbpf.so.1');
+  } catch (error) {
+    throw new FfiLoadError(
+      `libbpf.so.1 not found (${(error as Error).message.split('\n')[0]}); install it with: apt-get install libbpf1`,
+    );
+  }
+}
+
+const lib = loadLibbpf();
+
+export const libbpf_major_version = lib.func('uint32_t libbpf_major_version(void)') as () => number;
+export const libbpf_minor_version = lib.func('uint32_t libbpf_minor_version(void)') as () => number;
+
+const LIBBPF_MAJOR = libbpf_major_version();
+if (LIBBPF_MAJOR < 1) {
+  throw new FfiLoadError(
+    `libbpf ${LIBBPF_MAJOR}.${libbpf_minor_version()} is too old: skl needs libbpf ≥1.0; install it with: apt-get install libbpf1`,
+  );
+}
+
+type F<A extends unknown[], R> = (...args: A) => R;
+const fn = <A extends unknown[], R>(decl: string): F<A, R> => lib.func(decl) as F<A, R>;
+
+export const libbpf_strerror = fn<[number, Buffer, number], number>('int libbpf_strerror(int err, _Out_ char *buf, size_t size)');
+
+// --- print callback: libbpf's messages are captured, never written to stderr ---
+const PrintFn = koffi.proto('int skl_libbpf_print_fn(int level, const char *fmt, void *args)');
+const libbpf_set_print = fn<[unknown], unknown>('void *libbpf_set_print(skl_libbpf_print_fn *fn)');
+let printSink: ((level: number, msg: string) => void) | undefined;
+const printCb = koffi.register((level: number, fmt: string, args: bigint) => {
+  if (printSink) printSink(level, vsnprintf(fmt, args));
+  return 0;
+}, koffi.pointer(PrintFn));
+libbpf_set_print(printCb);
+/** Route libbpf's log lines to `sink` (levels: 0 warn, 1 info, 2 debug). */
+export function setLibbpfPrint(sink: ((level: number, msg: string) => void) | undefined): void {
+  printSink = sink;
+}
+
+// --- bpf_object ---
+export const bpf_object__open_mem = fn<[Ptr, number, null], Ptr | null>(
+  'void *bpf_object__open_mem(void *obj_buf, size_t obj_buf_sz, void *opts)',
+);
+export const bpf_object__load = fn<[Ptr], number>('int bpf_object__load(void *obj)');
+export const bpf_object__close = fn<[Ptr], void>('void bpf_object__close(void *obj)');
+export const bpf_object__next_program = fn<[Ptr, Ptr | null], Ptr | null>('void *bpf_object__next_program(void *obj, void *prog)');
+export const bpf_object__next_map = fn<[Ptr, Ptr | null], Ptr | null>('void *bpf_object__next_map(void *obj, void *map)');
+
+// --- bpf_program ---
+export const bpf_program__name = fn<[Ptr], string>('const char *bpf_program__name(void *prog)');
+export const bpf_program__fd = fn<[Ptr], number>('int bpf_program__fd(void *prog)');
+export const bpf_program__type = fn<[Ptr], number>('int bpf_program__type(void *prog)');
+export const bpf_program__set_log_buf = fn<[Ptr, Ptr, number], number>(
+  'int bpf_program__set_log_buf(void *prog, void *log_buf, size_t log_size)',
+);
+export const bpf_program__set_log_level = fn<[Ptr, number], number>('int bpf_program__set_log_level(void *prog, uint32_t level)');
+export const bpf_program__set_autoload = fn<[Ptr, boolean], number>('int bpf_program__set_autoload(void *prog, bool autoload)');
+export const bpf_program__attach_netns = fn<[Ptr, number], Ptr | null>('void *bpf_program__attach_netns(void *prog, int netns_fd)');
+export const bpf_program__attach_xdp = fn<[Ptr, number], Ptr | null>('void *bpf_program__attach_xdp(void *prog, int ifindex)');
+
+// --- bpf_map (object level) ---
+export const bpf_map__name = fn<[Ptr], string>('const char *bpf_map__name(void *map)');
+export const bpf_map__fd = fn<[Ptr], number>('int bpf_map__fd(void *map)');
+export const bpf_map__type = fn<[Ptr], number>('int bpf_map__type(void *map)');
+export const bpf_map__key_size = fn<[Ptr], number>('uint32_t bpf_map__key_size(void *map)');
+export const bpf_map__value_size = fn<[Ptr], number>('uint32_t bpf_map__value_size(void *map)');
+export const bpf_map__max_entries = fn<[Ptr], number>('uint32_t bpf_map__max_entries(void *map)');
+export const bpf_map__set_max_entries = fn<[Ptr, number], number>('int bpf_map__set_max_entries(void *map, uint32_t max_entries)');
+export const bpf_map__reuse_fd = fn<[Ptr, number], number>('int bpf_map__reuse_fd(void *map, int fd)');
+export const bpf_map__initial_value = fn<[Ptr, [number]], Ptr | null>('void *bpf_map__initial_value(void *map, _Out_ size_t *psize)');
+
+// --- bpf_link ---
+export const bpf_link__fd = fn<[Ptr], number>('int bpf_link__fd(void *link)');
+export const bpf_link__pin = fn<[Ptr, string], number>('int bpf_link__pin(void *link, const char *path)');
+export const bpf_link__unpin = fn<[Ptr], number>('int bpf_link__unpin(void *link)');
+export const bpf_link__open = fn<[string], Ptr | null>('void *bpf_link__open(const char *path)');
+export const bpf_link__detach = fn<[Ptr], number>('int bpf_link__detach(void *link)');
+export const bpf_link__destroy = fn<[Ptr], number>('int bpf_link__destroy(void *link)');
+export const bpf_link__disconnect = fn<[Ptr], void>('void bpf_link__disconnect(void *link)');
+
+// --- low-level bpf(2) wrappers (fd based; return -errno or -1 with errno) ---
+export const bpf_map_update_elem = fn<[number, Buffer, Buffer, bigint | number], number>(
+  'int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)',
+);
+export const bpf_map_lookup_elem = fn<[number, Buffer, Buffer], number>(
+  'int bpf_map_lookup_elem(int fd, const void *key, _Out_ void *value)',
+);
+export const bpf_map_delete_elem = fn<[number, Buffer], number>('int bpf_map_delete_elem(int fd, const void *key)');
+export const bpf_map_get_next_key = fn<[number, Buffer | null, Buffer], number>(
+  'int bpf_map_get_next_key(int fd, const void *key, _Out_ void *next_key)',
+);
+/** opts: struct bpf_map_batch_opts { size_t sz; __u64 elem_flags; __u64 flags; } (24 bytes). */
+export const bpf_map_update_batch = fn<[number, Buffer, Buffer, [number], Buffer], number>(
+  'int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32_t *count, const void *opts)',
+);
+export const bpf_map_delete_batch = fn<[number, Buffer, [number], Buffer], number>(
+  'int bpf_map_delete_batch(int fd, const void *keys, _Inout_ uint32_t *count, const void *opts)',
+);
+export const bpf_obj_pin = fn<[number, string], number>('int bpf_obj_pin(int fd, const char *pathname)');
+export const bpf_obj_get = fn<[string], number>('int bpf_obj_get(const char *pathname)');
+export const bpf_obj_get_info_by_fd = fn<[number, Buffer, [number]], number>(
+  'int bpf_obj_get_info_by_fd(int fd, _Out_ void *info, _Inout_ uint32_t *info_len)',
+);
+export const bpf_map_get_next_id = fn<[number, [number]], number>('int bpf_map_get_next_id(uint32_t start_id, _Out_ uint32_t *next_id)');
+export const bpf_map_get_fd_by_id = fn<[number], number>('int bpf_map_get_fd_by_id(uint32_t id)');
+export const bpf_link_get_next_id = fn<[number, [number]], number>('int bpf_link_get_next_id(uint32_t start_id, _Out_ uint32_t *next_id)');
+export const bpf_link_get_fd_by_id = fn<[number], number>('int bpf_link_get_fd_by_id(uint32_t id)');
+export const bpf_prog_get_fd_by_id = fn<[number], number>('int bpf_prog_get_fd_by_id(uint32_t id)');
+export const bpf_xdp_query_id = fn<[number, number, [number]], number>('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)');
+export const bpf_xdp_detach = fn<[number, number, null], number>('int bpf_xdp_detach(int ifindex, uint32_t flags, const void *opts)');
+export const bpf_xdp_attach = fn<[number, number, number, null], number>('int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const void *opts)');
+export const libbpf_probe_bpf_prog_type = fn<[number, null], number>('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)');
+
+/** struct bpf_test_run_opts, libbpf 1.1.2 layout (80 bytes). */
+export const BpfTestRunOpts = koffi.struct('skl_bpf_test_run_opts', {
+  sz: 'size_t',
+  data_in: 'uint64_t',
+  data_out: 'uint64_t',
+  data_size_in: 'uint32_t',
+  data_size_out: 'uint32_t',
+  ctx_in: 'uint64_t',
+  ctx_out: 'uint64_t',
+  ctx_size_in: 'uint32_t',
+  ctx_size_out: 'uint32_t',
+  retval: 'uint32_t',
+  repeat: 'int',
+  duration: 'uint32_t',
+  flags: 'uint32_t',
+  cpu: 'uint32_t',
+  batch_size: 'uint32_t',
+});
+if (koffi.sizeof(BpfTestRunOpts) !== 80) throw new FfiLoadError('bpf_test_run_opts layout mismatch');
+export interface TestRunOpts {
+  sz: number;
+  data_in: bigint;
+  data_out: bigint;
+  data_size_in: number;
+  data_size_out: number;
+  ctx_in: bigint;
+  ctx_out: bigint;
+  ctx_size_in: number;
+  ctx_size_out: number;
+  retval: number;
+  repeat: number;
+  duration: number;
+  flags: number;
+  cpu: number;
+  batch_size: number;
+}
+export const bpf_prog_test_run_opts = fn<[number, TestRunOpts], number>(
+  'int bpf_prog_test_run_opts(int prog_fd, _Inout_ skl_bpf_test_run_opts *opts)',
+);
+
+/** Text of a libbpf error code (positive errno or libbpf's own 4000+ codes). */
+export function libbpfErrorText(err: number): string {
+  const buf = Buffer.alloc(256);
+  libbpf_strerror(err, buf, buf.length);
+  const end = buf.indexOf(0);
+  return buf.subarray(0, end < 0 ? buf.length : end).toString();
+}
+
+export const libbpf_num_possible_cpus = fn<[], number>('int libbpf_num_possible_cpus(void)');

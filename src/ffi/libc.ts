@@ -1,0 +1,77 @@
+/**
+ * koffi declarations of libc: raw syscalls (pidfd), fds, statfs, interfaces, sockets, setns, flock.
+ * Raw bindings only; src/sys/ wraps them.
+ */
+import koffi from 'koffi';
+
+/** The FFI layer could not load a system library (or it is too old). */
+export class FfiLoadError extends Error {
+  override name = 'FfiLoadError';
+}
+
+const libc = koffi.load('libc.so.6');
+
+type F<A extends unknown[], R> = (...args: A) => R;
+const fn = <A extends unknown[], R>(decl: string): F<A, R> => libc.func(decl) as F<A, R>;
+
+/** errno of the last FFI call on this thread (read it right after the failing call). */
+export const errno = (): number => koffi.errno();
+
+const syscall = libc.func('long syscall(long nr, ...)') as (...args: unknown[]) => number | bigint;
+const SYS_pidfd_open = 434;
+const SYS_pidfd_getfd = 438;
+export const pidfd_open = (pid: number, flags: number): number =>
+  Number(syscall(SYS_pidfd_open, 'int', pid, 'unsigned int', flags));
+export const pidfd_getfd = (pidfd: number, targetfd: number, flags: number): number =>
+  Number(syscall(SYS_pidfd_getfd, 'int', pidfd, 'int', targetfd, 'unsigned int', flags));
+
+export const close = fn<[number], number>('int close(int fd)');
+export const open = fn<[string, number, number], number>('int open(const char *path, int flags, uint32_t mode)');
+/** struct statfs is 120 bytes on x86_64/aarch64; f_type is the first long. */
+export const statfs = fn<[string, Buffer], number>('int statfs(const char *path, _Out_ uint8_t *buf)');
+export const if_nametoindex = fn<[string], number>('unsigned int if_nametoindex(const char *ifname)');
+export const setns = fn<[number, number], number>('int setns(int fd, int nstype)');
+export const flock = fn<[number, number], number>('int flock(int fd, int operation)');
+export const getsockopt = fn<[number, number, number, Buffer, [number]], number>(
+  'int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)',
+);
+const ioctlv = libc.func('int ioctl(int fd, unsigned long request, ...)') as (...args: unknown[]) => number;
+/** ioctl without argument (NS_GET_NSTYPE, SIOCGSKNS returns a new fd). */
+export const ioctl0 = (fd: number, request: number): number => ioctlv(fd, request);
+export const strerror = fn<[number], string>('const char *strerror(int errnum)');
+export const mount = fn<[string, string, string, number, null], number>(
+  'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)',
+);
+export const geteuid = fn<[], number>('uint32_t geteuid(void)');
+
+const vsnprintf_ = fn<[Buffer, number, string, bigint], number>('int vsnprintf(_Out_ char *buf, size_t size, const char *fmt, void *ap)');
+/** Format a C format string with a va_list (a pointer on x86_64/aarch64 SysV). */
+export function vsnprintf(fmt: string, ap: bigint): string {
+  const buf = Buffer.alloc(2048);
+  const n = vsnprintf_(buf, buf.length, fmt, ap);
+  return buf.subarray(0, Math.max(0, Math.min(n, buf.length - 1))).toString();
+}
+
+/** Memory that outlives a call (libbpf keeps using open_mem's buffer until load). */
+export function allocCopy(data: Uint8Array): {ptr: bigint; free: () => void} {
+  const ptr = koffi.alloc('uint8_t', Math.max(1, data.length)) as bigint;
+  new Uint8Array(koffi.view(ptr, data.length)).set(data);
+  let freed = false;
+  return {
+    ptr,
+    free: () => {
+      if (!freed) koffi.free(ptr);
+      freed = true;
+    },
+  };
+}
+export function allocZero(size: number): {ptr: bigint; view: Uint8Array; free: () => void} {
+  const ptr = koffi.alloc('uint8_t', size) as bigint;
+  const view = new Uint8Array(koffi.view(ptr, size));
+  view.fill(0);
+  return {ptr, view, free: () => koffi.free(ptr)};
+}
+/** A view of native memory (e.g. a map's initial value). */
+export function viewOf(ptr: bigint, size: number): Uint8Array {
+  return new Uint8Array(koffi.view(ptr, size));
+}

@@ -1,0 +1,71 @@
+/** bpffs: detection by filesystem magic (never trust the path), mounting, skl's directories. */
+import {mkdirSync, readlinkSync, statSync} from 'node:fs';
+import {libc} from '../ffi/index.js';
+import {SklError} from './errors.js';
+
+export const BPFFS_MAGIC = 0xcafe4a11;
+export const DEFAULT_BPFFS = '/sys/fs/bpf';
+
+/** Filesystem magic of `path`, or undefined when it does not exist. */
+export function fsMagic(path: string): number | undefined {
+  const buf = Buffer.alloc(120);
+  if (libc.statfs(path, buf) !== 0) return undefined;
+  return Number(buf.readBigUInt64LE(0) & 0xffffffffn);
+}
+
+export const isBpffs = (path: string): boolean => fsMagic(path) === BPFFS_MAGIC;
+
+function inInitMountNamespace(): boolean {
+  try {
+    return readlinkSync('/proc/self/ns/mnt') === readlinkSync('/proc/1/ns/mnt');
+  } catch {
+    return true;
+  }
+}
+
+export interface BpffsStatus {
+  path: string;
+  mounted: boolean;
+  /** We mounted it just now. */
+  mountedNow: boolean;
+}
+
+/**
+ * Make sure `root` is a bpffs, mounting one when it is safe (the host's mount namespace).
+ * In a private mount namespace (`ip netns exec`) a mount there would die with the command and take
+ * every pin with it, so skl refuses instead.
+ */
+export function ensureBpffs(root = DEFAULT_BPFFS, {mount = true} = {}): BpffsStatus {
+  if (isBpffs(root)) return {path: root, mounted: true, mountedNow: false};
+  const exists = fsMagic(root) !== undefined;
+  if (!inInitMountNamespace()) {
+    throw new SklError(
+      `${root} is not a BPF filesystem in this private mount namespace (are you under 'ip netns exec'?); pins made here would vanish — run skl outside it with --netns /run/netns/NAME`,
+    );
+  }
+  if (!mount || !exists) {
+    throw new SklError(`${root} is not a BPF filesystem; mount it with: mount -t bpf bpf ${root}`);
+  }
+  if (libc.mount('bpf', root, 'bpf', 0, null) !== 0) {
+    const e = libc.errno();
+    throw new SklError(`${root} is not a BPF filesystem and mounting one failed (errno ${e}); run as root or: mount -t bpf bpf ${root}`);
+  }
+  return {path: root, mounted: true, mountedNow: true};
+}
+
+/** mkdir -p below a bpffs root, mode 0700, checking every level is bpffs first (see DESIGN.md). */
+export function mkdirBpffs(root: string, ...parts: string[]): string {
+  if (!isBpffs(root)) throw new SklError(`${root} is not a BPF filesystem`);
+  let dir = root;
+  for (const part of parts) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(part) || part === '.' || part === '..') throw new SklError(`invalid bpffs path component ${part}`);
+    dir = `${dir}/${part}`;
+    try {
+      mkdirSync(dir, {mode: 0o700});
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if (!statSync(dir).isDirectory()) throw new SklError(`${dir} exists and is not a directory`);
+    }
+  }
+  return dir;
+}

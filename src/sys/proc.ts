@@ -1,0 +1,33 @@
+/** Process facts from /proc. */
+import {readFileSync, statSync} from 'node:fs';
+
+export interface ProcessInfo {
+  pid: number;
+  comm: string;
+  kernelThread: boolean;
+}
+
+const PF_KTHREAD = 0x00200000;
+
+/** Facts about a live process, or undefined when it does not exist. */
+export function processInfo(pid: number): ProcessInfo | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const fields = stat.slice(close + 2).split(' ');
+    const flags = Number(fields[6]);
+    return {pid, comm, kernelThread: (flags & PF_KTHREAD) !== 0};
+  } catch {
+    return undefined;
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
