@@ -42,7 +42,7 @@ struct {
 	__type(value, __u8);
 } allowed_addrs SEC(".maps");
 
-/* Not read by the program: the pinned record userspace keeps per slot. */
+/* Userspace's record of each slot (only touched by the program on a corrupt slot). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SKL_MAX_TARGETS);
@@ -98,8 +98,13 @@ int sk_dispatch(struct bpf_sk_lookup *ctx)
 
 	slot = (entry & SKL_PORT_SLOT_MASK) - 1;
 	cnt = bpf_map_lookup_elem(&counters, &slot);
-	if (!cnt)
+	if (!cnt) {
+		/* Slot out of range (never written by skl). Touching target_meta here also makes it one
+		 * of the program's maps, so a foreground dispatcher's metadata can be found from its
+		 * link alone. */
+		bpf_map_lookup_elem(&target_meta, &slot);
 		return SK_PASS;
+	}
 
 	if ((entry & SKL_PORT_F_FILTER) && !local_addr_allowed(ctx, slot)) {
 		cnt->filtered++;

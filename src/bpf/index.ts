@@ -5,5 +5,18 @@ export {Link} from './link.js';
 export {BpfError, NotFoundError, NotSupportedError, PermissionError, VerifierError, errorFor} from './errors.js';
 export {errnoName} from './errno.js';
 export {probeProgType, requireFeature, MIN_KERNEL, type Feature} from './features.js';
-export {linkIds, linkInfoByFd, mapIds, mapInfoByFd, progInfoByFd, BPF_LINK_TYPE_NETNS, BPF_LINK_TYPE_XDP, type LinkInfo, type MapInfo} from './info.js';
+export {linkIds, linkInfoByFd, mapIds, mapInfoByFd, progInfoByFd, progMapIds, BPF_LINK_TYPE_NETNS, BPF_LINK_TYPE_XDP, type LinkInfo, type MapInfo} from './info.js';
 export {libbpfVersion} from './version.js';
+export {
+  xdpQuery,
+  xdpAttached,
+  xdpDetachMode,
+  progNameById,
+  XDP_FLAGS_SKB_MODE,
+  XDP_FLAGS_DRV_MODE,
+  XDP_FLAGS_HW_MODE,
+  XDP_FLAGS_UPDATE_IF_NOEXIST,
+  XDP_MODE_FLAGS,
+  type XdpMode,
+  type XdpState,
+} from './xdp.js';

@@ -1,5 +1,6 @@
 /** bpf_obj_get_info_by_fd for maps and links (struct layouts of linux/bpf.h). */
 import {libbpf} from '../ffi/index.js';
+import {allocZero} from '../ffi/libc.js';
 
 export interface MapInfo {
   type: number;
@@ -86,5 +87,25 @@ function* ids(next: (start: number, out: [number]) => number): Generator<number>
     if (next(id, out) < 0) return;
     id = out[0];
     yield id;
+  }
+}
+
+/** Ids of the maps a program uses. */
+export function progMapIds(fd: number): number[] {
+  const first = infoByFd(fd, 128);
+  const n = first.readUInt32LE(52);
+  if (n === 0) return [];
+  const ids = allocZero(4 * n);
+  try {
+    const b = Buffer.alloc(128);
+    b.writeUInt32LE(n, 52);
+    b.writeBigUInt64LE(ids.ptr, 56);
+    const len: [number] = [128];
+    const rc = libbpf.bpf_obj_get_info_by_fd(fd, b, len);
+    if (rc < 0) throw Object.assign(new Error(`bpf_obj_get_info_by_fd: errno ${-rc}`), {errno: -rc});
+    const view = Buffer.from(ids.view);
+    return Array.from({length: Math.min(n, b.readUInt32LE(52))}, (_, i) => view.readUInt32LE(i * 4));
+  } finally {
+    ids.free();
   }
 }

@@ -1,17 +1,28 @@
 /** A bpf_link: attached program. Closing a link that is not pinned detaches it. */
+import {unlinkSync} from 'node:fs';
 import {libbpf} from '../ffi/index.js';
-import {errno} from '../ffi/libc.js';
+import {close, errno} from '../ffi/libc.js';
 import {errorFor} from './errors.js';
 import {linkInfoByFd, type LinkInfo} from './info.js';
 
 export class Link {
+  /** A libbpf `struct bpf_link *`, or null for a bare link fd (bpf_link_create, by id) or once closed. */
   private ptr: bigint | null;
+  /** A bare link fd this object owns (no libbpf bpf_link around it), or null. */
+  private rawFd: number | null = null;
+  private pinnedAt: string | null = null;
 
+  /** Wrap a libbpf `struct bpf_link *`, or (`{fd}`) take ownership of a bare link fd. */
   constructor(
-    ptr: bigint,
+    ptr: bigint | {fd: number},
     readonly description: string,
   ) {
-    this.ptr = ptr;
+    if (typeof ptr === 'bigint') {
+      this.ptr = ptr;
+    } else {
+      this.ptr = null;
+      this.rawFd = ptr.fd;
+    }
   }
 
   /** Open a pinned link (a new reference; closing it does not detach). */
@@ -21,13 +32,24 @@ export class Link {
     return new Link(ptr, path);
   }
 
-  private get handle(): bigint {
-    if (this.ptr === null) throw new Error(`link ${this.description} is closed`);
-    return this.ptr;
+  /** Open a link by id (a new reference; closing it does not detach, `detach()` does). */
+  static openById(id: number): Link {
+    const fd = libbpf.bpf_link_get_fd_by_id(id);
+    if (fd < 0) throw errorFor('open link', -fd, `id ${id}`);
+    return new Link({fd}, `link id ${id}`);
+  }
+
+  private get closed(): boolean {
+    return this.ptr === null && this.rawFd === null;
+  }
+
+  private check(): void {
+    if (this.closed) throw new Error(`link ${this.description} is closed`);
   }
 
   get fd(): number {
-    return libbpf.bpf_link__fd(this.handle);
+    this.check();
+    return this.ptr !== null ? libbpf.bpf_link__fd(this.ptr) : (this.rawFd as number);
   }
 
   info(): LinkInfo {
@@ -35,25 +57,45 @@ export class Link {
   }
 
   pin(path: string): void {
-    const rc = libbpf.bpf_link__pin(this.handle, path);
+    this.check();
+    const rc = this.ptr !== null ? libbpf.bpf_link__pin(this.ptr, path) : libbpf.bpf_obj_pin(this.fd, path);
     if (rc < 0) throw errorFor('pin link', -rc, `${this.description} at ${path}`);
+    this.pinnedAt = path;
   }
 
   unpin(): void {
-    const rc = libbpf.bpf_link__unpin(this.handle);
-    if (rc < 0) throw errorFor('unpin link', -rc, this.description);
+    this.check();
+    if (this.ptr !== null) {
+      const rc = libbpf.bpf_link__unpin(this.ptr);
+      if (rc < 0) throw errorFor('unpin link', -rc, this.description);
+      return;
+    }
+    if (this.pinnedAt === null) return;
+    try {
+      unlinkSync(this.pinnedAt);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).errno;
+      throw errorFor('unpin link', code === undefined ? 22 : -code, `${this.description} at ${this.pinnedAt}`);
+    }
+    this.pinnedAt = null;
   }
 
   /** Detach the program now, whoever else holds the link. */
   detach(): void {
-    const rc = libbpf.bpf_link__detach(this.handle);
+    this.check();
+    const rc = this.ptr !== null ? libbpf.bpf_link__detach(this.ptr) : libbpf.bpf_link_detach(this.fd);
     if (rc < 0) throw errorFor('detach link', -rc, this.description);
   }
 
   /** Release this reference (detaches only when nothing else — a pin, another fd — holds the link). */
   close(): void {
-    if (this.ptr === null) return;
-    libbpf.bpf_link__destroy(this.ptr);
-    this.ptr = null;
+    if (this.ptr !== null) {
+      libbpf.bpf_link__destroy(this.ptr);
+      this.ptr = null;
+    }
+    if (this.rawFd !== null) {
+      close(this.rawFd);
+      this.rawFd = null;
+    }
   }
 }

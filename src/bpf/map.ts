@@ -131,6 +131,28 @@ export class BpfMap {
     if (rc < 0) throw errorFor('map batch update', -rc, `${this.name} (${n[0]} of ${count} done)`);
   }
 
+  /**
+   * Read every entry with BPF_MAP_LOOKUP_BATCH (one syscall per `chunk` entries).
+   * Calls `each(keys, values, count)` with packed keys/values.
+   */
+  lookupAll(each: (keys: Buffer, values: Buffer, count: number) => void, chunk = this.maxEntries): void {
+    const n = Math.max(1, Math.min(chunk, this.maxEntries));
+    const keys = Buffer.alloc(n * this.keySize);
+    const values = Buffer.alloc(n * this.lookupSize);
+    const opts = Buffer.alloc(24);
+    opts.writeBigUInt64LE(24n, 0);
+    let inBatch: Buffer | null = null;
+    for (;;) {
+      const outBatch = Buffer.alloc(Math.max(4, this.keySize));
+      const count: [number] = [n];
+      const rc = libbpf.bpf_map_lookup_batch(this.fd, inBatch, outBatch, keys, values, count, opts);
+      if (rc < 0 && -rc !== 2) throw errorFor('map batch lookup', -rc, this.name);
+      if (count[0] > 0) each(keys, values, count[0]);
+      if (rc < 0) return; // ENOENT: that was the last batch
+      inBatch = outBatch;
+    }
+  }
+
   pin(path: string): void {
     const rc = libbpf.bpf_obj_pin(this.fd, path);
     if (rc < 0) throw errorFor('pin map', -rc, `${this.name} at ${path}`);

@@ -6,6 +6,10 @@ import {Link} from './link.js';
 
 export const BPF_PROG_TYPE_XDP = 6;
 export const BPF_PROG_TYPE_SK_LOOKUP = 30;
+/** enum bpf_attach_type BPF_XDP. */
+const BPF_XDP = 37;
+/** sizeof(struct bpf_link_create_opts), libbpf 1.1.2. */
+const LINK_CREATE_OPTS_SIZE = 64;
 
 export interface TestRunInput {
   /** Program context (e.g. struct bpf_sk_lookup, 72 bytes). */
@@ -43,11 +47,25 @@ export class Program {
     return new Link(link, `${this.name}@${what}`);
   }
 
-  /** Attach an XDP program through a bpf_link (mode via flags is not available on links: the kernel picks native, else fails). */
-  attachXdp(ifindex: number, what = `ifindex ${ifindex}`): Link {
-    const link = libbpf.bpf_program__attach_xdp(this.ptr, ifindex);
-    if (link === null) throw errorFor('attach', errno(), `${this.name} to ${what}`);
-    return new Link(link, `${this.name}@${what}`);
+  /**
+   * Attach an XDP program through a bpf_link (not pinned: it detaches when the last reference —
+   * this process's fd — goes away, even on SIGKILL). Without `flags` libbpf's attach_xdp is used
+   * (the kernel picks native, else generic); with `flags` (one XDP_FLAGS_*_MODE bit, see xdp.ts)
+   * the link is created in that mode with bpf_link_create. The ifindex is resolved in the calling
+   * thread's network namespace.
+   */
+  attachXdp(ifindex: number, what = `ifindex ${ifindex}`, flags?: number): Link {
+    if (flags === undefined) {
+      const link = libbpf.bpf_program__attach_xdp(this.ptr, ifindex);
+      if (link === null) throw errorFor('attach', errno(), `${this.name} to ${what}`);
+      return new Link(link, `${this.name}@${what}`);
+    }
+    const opts = Buffer.alloc(LINK_CREATE_OPTS_SIZE);
+    opts.writeBigUInt64LE(BigInt(LINK_CREATE_OPTS_SIZE), 0);
+    opts.writeUInt32LE(flags >>> 0, 8);
+    const fd = libbpf.bpf_link_create(this.fd, ifindex, BPF_XDP, opts);
+    if (fd < 0) throw errorFor('attach', -fd, `${this.name} to ${what}`);
+    return new Link({fd}, `${this.name}@${what}`);
   }
 
   /** BPF_PROG_TEST_RUN. */

@@ -8,42 +8,67 @@ import {FfiLoadError, vsnprintf} from './libc.js';
 
 export type Ptr = bigint;
 
-function loadLibbpf(): ReturnType<typeof koffi.load> {
+type Lib = ReturnType<typeof koffi.load>;
+let lib: Lib | undefined;
+let loadError: FfiLoadError | undefined;
+
+/**
+ * libbpf.so.1, loaded on the first call of any binding rather than at import, so that importing
+ * the loader never throws: a missing or too old libbpf surfaces as FfiLoadError from the first
+ * call (one line from a command, a failed check in `skl doctor`), and oclif can still list and
+ * load every command.
+ */
+function libbpfLib(): Lib {
+  if (lib !== undefined) return lib;
+  if (loadError !== undefined) throw loadError;
+  let l: Lib;
   try {
-    return koffi.load('libbpf.so.1');
+    l = koffi.load('libbpf.so.1');
   } catch (error) {
-    throw new FfiLoadError(
+    loadError = new FfiLoadError(
       `libbpf.so.1 not found (${(error as Error).message.split('\n')[0]}); install it with: apt-get install libbpf1`,
     );
+    throw loadError;
   }
-}
-
-const lib = loadLibbpf();
-
-export const libbpf_major_version = lib.func('uint32_t libbpf_major_version(void)') as () => number;
-export const libbpf_minor_version = lib.func('uint32_t libbpf_minor_version(void)') as () => number;
-
-const LIBBPF_MAJOR = libbpf_major_version();
-if (LIBBPF_MAJOR < 1) {
-  throw new FfiLoadError(
-    `libbpf ${LIBBPF_MAJOR}.${libbpf_minor_version()} is too old: skl needs libbpf ≥1.0; install it with: apt-get install libbpf1`,
-  );
+  let major: number;
+  let minor: number;
+  try {
+    major = (l.func('uint32_t libbpf_major_version(void)') as () => number)();
+    minor = (l.func('uint32_t libbpf_minor_version(void)') as () => number)();
+  } catch (error) {
+    loadError = new FfiLoadError(
+      `libbpf.so.1 is not a usable libbpf (${(error as Error).message.split('\n')[0]}); install it with: apt-get install libbpf1`,
+    );
+    throw loadError;
+  }
+  if (major < 1) {
+    loadError = new FfiLoadError(`libbpf ${major}.${minor} is too old: skl needs libbpf ≥1.0; install it with: apt-get install libbpf1`);
+    throw loadError;
+  }
+  (l.func('void *libbpf_set_print(skl_libbpf_print_fn *fn)') as (cb: unknown) => unknown)(printCb);
+  lib = l;
+  return l;
 }
 
 type F<A extends unknown[], R> = (...args: A) => R;
-const fn = <A extends unknown[], R>(decl: string): F<A, R> => lib.func(decl) as F<A, R>;
-
-export const libbpf_strerror = fn<[number, Buffer, number], number>('int libbpf_strerror(int err, _Out_ char *buf, size_t size)');
+/** A binding, resolved (and libbpf loaded) on its first call. */
+const fn = <A extends unknown[], R>(decl: string): F<A, R> => {
+  let f: F<A, R> | undefined;
+  return (...args: A): R => (f ??= libbpfLib().func(decl) as F<A, R>)(...args);
+};
 
 // --- print callback: libbpf's messages are captured, never written to stderr ---
 const PrintFn = koffi.proto('int skl_libbpf_print_fn(int level, const char *fmt, void *args)');
-const libbpf_set_print = fn<[unknown], unknown>('void *libbpf_set_print(skl_libbpf_print_fn *fn)');
 let printSink: ((level: number, msg: string) => void) | undefined;
 const printCb = koffi.register((level: number, fmt: string, args: bigint) => {
   if (printSink) printSink(level, vsnprintf(fmt, args));
   return 0;
 }, koffi.pointer(PrintFn));
-libbpf_set_print(printCb);
+
+export const libbpf_major_version = fn<[], number>('uint32_t libbpf_major_version(void)');
+export const libbpf_minor_version = fn<[], number>('uint32_t libbpf_minor_version(void)');
+export const libbpf_strerror = fn<[number, Buffer, number], number>('int libbpf_strerror(int err, _Out_ char *buf, size_t size)');
+
 /** Route libbpf's log lines to `sink` (levels: 0 warn, 1 info, 2 debug). */
 export function setLibbpfPrint(sink: ((level: number, msg: string) => void) | undefined): void {
   printSink = sink;
@@ -121,6 +146,17 @@ export const bpf_prog_get_fd_by_id = fn<[number], number>('int bpf_prog_get_fd_b
 export const bpf_xdp_query_id = fn<[number, number, [number]], number>('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)');
 export const bpf_xdp_detach = fn<[number, number, null], number>('int bpf_xdp_detach(int ifindex, uint32_t flags, const void *opts)');
 export const bpf_xdp_attach = fn<[number, number, number, null], number>('int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const void *opts)');
+/** opts: struct bpf_xdp_query_opts, libbpf 1.1.2 layout (32 bytes: sz, prog_id, drv_prog_id, hw_prog_id, skb_prog_id, attach_mode u8 @24). */
+export const bpf_xdp_query = fn<[number, number, Buffer], number>('int bpf_xdp_query(int ifindex, int flags, _Inout_ uint8_t *opts)');
+/**
+ * opts: struct bpf_link_create_opts, libbpf 1.1.2 layout (64 bytes: size_t sz @0, __u32 flags @8, …).
+ * Returns a link fd (not a libbpf `struct bpf_link`), or -errno. For XDP, target_fd is the ifindex
+ * and flags may carry one XDP_FLAGS_*_MODE bit.
+ */
+export const bpf_link_create = fn<[number, number, number, Buffer], number>(
+  'int bpf_link_create(int prog_fd, int target_fd, int attach_type, const uint8_t *opts)',
+);
+export const bpf_link_detach = fn<[number], number>('int bpf_link_detach(int link_fd)');
 export const libbpf_probe_bpf_prog_type = fn<[number, null], number>('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)');
 
 /** struct bpf_test_run_opts, libbpf 1.1.2 layout (80 bytes). */
@@ -172,3 +208,6 @@ export function libbpfErrorText(err: number): string {
 }
 
 export const libbpf_num_possible_cpus = fn<[], number>('int libbpf_num_possible_cpus(void)');
+export const bpf_map_lookup_batch = fn<[number, Buffer | null, Buffer, Buffer, Buffer, [number], Buffer], number>(
+  'int bpf_map_lookup_batch(int fd, void *in_batch, _Out_ void *out_batch, _Out_ void *keys, _Out_ void *values, _Inout_ uint32_t *count, const void *opts)',
+);

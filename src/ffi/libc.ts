@@ -38,6 +38,10 @@ export const getsockopt = fn<[number, number, number, Buffer, [number]], number>
 const ioctlv = libc.func('int ioctl(int fd, unsigned long request, ...)') as (...args: unknown[]) => number;
 /** ioctl without argument (NS_GET_NSTYPE, SIOCGSKNS returns a new fd). */
 export const ioctl0 = (fd: number, request: number): number => ioctlv(fd, request);
+export const socket = fn<[number, number, number], number>('int socket(int domain, int type, int protocol)');
+export const bind = fn<[number, Buffer, number], number>('int bind(int fd, const void *addr, uint32_t addrlen)');
+/** msgvec: native memory (see allocZero) holding `vlen` struct mmsghdr (64 bytes each on LP64). */
+export const sendmmsg = fn<[number, bigint, number, number], number>('int sendmmsg(int fd, void *msgvec, unsigned int vlen, int flags)');
 export const strerror = fn<[number], string>('const char *strerror(int errnum)');
 export const mount = fn<[string, string, string, number, null], number>(
   'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)',

@@ -2,6 +2,7 @@
 import {mkdirSync, readlinkSync, statSync} from 'node:fs';
 import {libc} from '../ffi/index.js';
 import {SklError} from './errors.js';
+import {ipNetnsExecName} from './mounts.js';
 
 export const BPFFS_MAGIC = 0xcafe4a11;
 export const DEFAULT_BPFFS = '/sys/fs/bpf';
@@ -16,6 +17,9 @@ export function fsMagic(path: string): number | undefined {
 export const isBpffs = (path: string): boolean => fsMagic(path) === BPFFS_MAGIC;
 
 function inInitMountNamespace(): boolean {
+  // PID 1's namespace may be unreadable (it is on some VMs and sandboxes, even for root), so
+  // recognise `ip netns exec` by its own /sys mount as well.
+  if (ipNetnsExecName() !== undefined) return false;
   try {
     return readlinkSync('/proc/self/ns/mnt') === readlinkSync('/proc/1/ns/mnt');
   } catch {
@@ -36,7 +40,8 @@ export interface BpffsStatus {
  * every pin with it, so skl refuses instead.
  */
 export function ensureBpffs(root = DEFAULT_BPFFS, {mount = true} = {}): BpffsStatus {
-  if (isBpffs(root)) return {path: root, mounted: true, mountedNow: false};
+  // Under `ip netns exec` even a bpffs at root is private to the command (and its pins die with it).
+  if (isBpffs(root) && ipNetnsExecName() === undefined) return {path: root, mounted: true, mountedNow: false};
   const exists = fsMagic(root) !== undefined;
   if (!inInitMountNamespace()) {
     throw new SklError(
@@ -53,12 +58,12 @@ export function ensureBpffs(root = DEFAULT_BPFFS, {mount = true} = {}): BpffsSta
   return {path: root, mounted: true, mountedNow: true};
 }
 
-/** mkdir -p below a bpffs root, mode 0700, checking every level is bpffs first (see DESIGN.md). */
+/** mkdir -p below a bpffs root, mode 0700, checking it is bpffs first (see DESIGN.md). bpffs forbids '.' in names. */
 export function mkdirBpffs(root: string, ...parts: string[]): string {
   if (!isBpffs(root)) throw new SklError(`${root} is not a BPF filesystem`);
   let dir = root;
   for (const part of parts) {
-    if (!/^[A-Za-z0-9_.-]+$/.test(part) || part === '.' || part === '..') throw new SklError(`invalid bpffs path component ${part}`);
+    if (!/^[A-Za-z0-9_-]+$/.test(part)) throw new SklError(`invalid bpffs path component ${part}`);
     dir = `${dir}/${part}`;
     try {
       mkdirSync(dir, {mode: 0o700});

@@ -5,3 +5,4 @@ export {duplicateFd, pidfdGetfdAvailable} from './pidfd.js';
 export {lock, withLock} from './lock.js';
 export * from './sockets.js';
 export {processAlive, processInfo, type ProcessInfo} from './proc.js';
+export {ipNetnsExecName, parseMountinfo, type MountEntry} from './mounts.js';

@@ -42,7 +42,8 @@ export class Netns {
       try {
         return fn();
       } finally {
-        if (libc.setns(self, CLONE_NEWNET) !== 0) throw new Error('cannot return to the original network namespace');
+        // cannot fail for a namespace we were just in; if it did, nothing below would be safe
+        if (libc.setns(self, CLONE_NEWNET) !== 0) process.abort();
       }
     } finally {
       closeSync(self);

@@ -1,0 +1,90 @@
+import {Flags} from '@oclif/core';
+import {SklCommand} from '../cli/base.js';
+import {jsonFlag, netnsFlag} from '../cli/flags.js';
+import {dim, note, ok} from '../cli/render.js';
+import {attach, attachForeground, type AttachOptions, type AttachResult} from '../dispatcher/api.js';
+import {compressPorts, parseAddress, parseListener, parsePid, parsePorts} from '../dispatcher/input.js';
+import {UsageError} from '../sys/errors.js';
+
+export default class Attach extends SklCommand {
+  static override summary = 'Give a running process extra ports (steered to its own listening socket)';
+  static override description =
+    'Connections to the extra ports reach the process\'s existing socket through an eBPF sk_lookup program. ' +
+    'The process is not restarted or signalled. The attachment persists after skl exits (use --foreground to tie it to skl).';
+  static override examples = [
+    {command: '<%= config.bin %> attach --pid 1234 --ports 8080,9090', description: 'two extra ports for process 1234'},
+    {command: '<%= config.bin %> attach --pid 1234 --ports 10000-10100 --name web', description: 'a range, under a chosen name'},
+    {command: '<%= config.bin %> attach --pid 1234 --ports 5353 --proto udp', description: 'UDP (replies leave from the bound port)'},
+    {command: '<%= config.bin %> attach --pid 1234 --listener 127.0.0.1:8080 --ports 8081 --address 127.0.0.1', description: 'pick one of several sockets; only for one local address'},
+    {command: '<%= config.bin %> attach --pid 1234 --ports 8081 --netns /run/netns/blue', description: 'act on another network namespace'},
+    {command: '<%= config.bin %> attach --pid 1234 --ports 8081 --foreground', description: 'stay attached until Ctrl-C'},
+  ];
+
+  static override flags = {
+    pid: Flags.string({char: 'p', description: 'process whose socket receives the connections', required: true, helpValue: 'PID'}),
+    ports: Flags.string({description: 'extra ports: 80,443,8000-8999 (required unless replacing an existing --name)', helpValue: 'LIST'}),
+    proto: Flags.string({description: 'protocol', options: ['tcp', 'udp'], default: 'tcp'}),
+    name: Flags.string({char: 'n', description: 'attachment name [A-Za-z0-9_.-]{1,64} (default <comm>-<pid>); an existing name is replaced in place'}),
+    listener: Flags.string({description: 'choose the socket bound to ADDR:PORT when the process has several', helpValue: 'ADDR:PORT'}),
+    fd: Flags.integer({description: 'choose the socket by its fd number in the process', min: 0}),
+    address: Flags.string({description: 'only steer connections to this local address or prefix (repeatable)', multiple: true, helpValue: 'IP[/PREFIX]'}),
+    force: Flags.boolean({description: 'claim ports even if another socket already listens on them (hijacks it)', default: false}),
+    foreground: Flags.boolean({description: 'stay attached until SIGINT/SIGTERM/SIGHUP; leaves nothing behind, even if killed', default: false}),
+    netns: netnsFlag,
+    json: jsonFlag,
+  };
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(Attach);
+    const opts: AttachOptions = {
+      pid: parsePid(flags.pid),
+      ports: flags.ports === undefined ? undefined : parsePorts(flags.ports),
+      proto: flags.proto as 'tcp' | 'udp',
+      name: flags.name,
+      listener: flags.listener === undefined ? undefined : parseListener(flags.listener),
+      fd: flags.fd,
+      addresses: flags.address?.map(parseAddress),
+      force: flags.force,
+      netns: flags.netns,
+    };
+    if (flags.foreground) {
+      if (opts.ports === undefined) throw new UsageError('--ports is required');
+      const fg = await attachForeground(opts);
+      this.report(fg, flags.json, true);
+      const signal = await waitForSignal();
+      fg.close();
+      if (flags.json) this.log(JSON.stringify({event: 'detached', name: fg.name, signal}));
+      else this.log(`${ok('✔')} detached ${fg.name} (${signal})`);
+      return;
+    }
+    this.report(await attach(opts), flags.json, false);
+  }
+
+  private report(r: AttachResult, json: boolean, foreground: boolean): void {
+    for (const n of r.notices) process.stderr.write(`${note('notice:')} ${n}\n`);
+    if (json) {
+      const {notices: _n, ...rest} = r;
+      this.log(JSON.stringify({event: 'attached', ...rest, foreground}));
+      return;
+    }
+    const verb = r.replaced ? 'replaced' : 'attached';
+    const ports = compressPorts(r.ports);
+    this.log(
+      `${ok('✔')} ${verb} ${r.name}: ${r.proto.toUpperCase()} ${ports} → ${r.comm}[${r.pid}] ${r.listener}` +
+        (foreground ? dim(' (foreground: Ctrl-C to detach)') : ''),
+    );
+  }
+}
+
+function waitForSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const keepAlive = setInterval(() => {}, 1 << 30);
+    const on = (sig: NodeJS.Signals) => {
+      clearInterval(keepAlive);
+      for (const s of SIGNALS) process.removeListener(s, on);
+      resolve(sig);
+    };
+    for (const s of SIGNALS) process.on(s, on);
+  });
+}
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

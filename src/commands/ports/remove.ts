@@ -1,0 +1,14 @@
+import {Args} from '@oclif/core';
+import {PortsChangeCommand} from '../../cli/ports-change.js';
+import {jsonFlag, netnsFlag} from '../../cli/flags.js';
+
+export default class PortsRemove extends PortsChangeCommand {
+  static override summary = 'Remove extra ports from an attachment, live';
+  static override examples = [{command: '<%= config.bin %> ports remove web 8443,20000-20999', description: 'stop a port and a range'}];
+  static override args = {
+    name: Args.string({description: 'attachment name', required: true}),
+    ports: Args.string({description: 'ports and ranges: 80,443,8000-8999', required: true}),
+  };
+  static override flags = {netns: netnsFlag, json: jsonFlag};
+  protected readonly op = 'remove' as const;
+}

@@ -1,0 +1,45 @@
+import {Args} from '@oclif/core';
+import chalk from 'chalk';
+import {SklCommand} from '../cli/base.js';
+import {jsonFlag, netnsFlag} from '../cli/flags.js';
+import {bad, dim, ellipsize, note, ok, table} from '../cli/render.js';
+import {status} from '../dispatcher/api.js';
+
+export default class Status extends SklCommand {
+  static override summary = 'Show attachments: ports, target, counters, liveness';
+  static override examples = [
+    {command: '<%= config.bin %> status', description: 'every attachment in this network namespace'},
+    {command: '<%= config.bin %> status web --json', description: 'one attachment, as JSON'},
+    {command: '<%= config.bin %> status --netns /run/netns/blue', description: 'in another namespace'},
+  ];
+  static override args = {name: Args.string({description: 'only this attachment'})};
+  static override flags = {netns: netnsFlag, json: jsonFlag};
+
+  async run(): Promise<void> {
+    const {args, flags} = await this.parse(Status);
+    const r = await status({netns: flags.netns, name: args.name});
+    for (const n of r.notices) process.stderr.write(`${note('notice:')} ${n}\n`);
+    if (flags.json) {
+      this.log(JSON.stringify({netns: r.netns, netnsIno: r.netnsIno, dispatcher: r.dispatcher, attachments: r.attachments.map(({portsText: _p, ...a}) => a)}));
+      return;
+    }
+    this.log(chalk.bold(`network namespace ${r.netns} (inode ${r.netnsIno})`));
+    if (r.attachments.length === 0) {
+      this.log(dim('  no attachments'));
+      return;
+    }
+    const rows = r.attachments.map((a) => [
+      a.name,
+      String(a.pid),
+      a.command,
+      a.protocol,
+      a.listener,
+      ellipsize(a.portsText) + (a.addresses.length ? dim(` @${a.addresses.join(',')}`) : ''),
+      String(a.redirected),
+      a.missed ? bad(String(a.missed)) : '0',
+      a.alive ? ok('yes') : bad(a.processAlive ? 'socket closed' : 'process gone'),
+      a.mode === 'foreground' ? `foreground (skl ${a.ownerPid})` : 'persistent',
+    ]);
+    this.log(table(['NAME', 'PID', 'COMMAND', 'PROTO', 'LISTENER', 'PORTS', 'REDIRECTED', 'MISSED', 'ALIVE', 'MODE'], rows));
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * Where dispatchers live: the pinned one of a namespace under <bpffs>/skl/<netns-ino>/, created
+ * atomically (pinned in a scratch directory, then renamed), and foreground ones found through the
+ * kernel's list of links. Also repairs what an interrupted skl left behind.
+ */
+import {existsSync, readdirSync, renameSync, rmdirSync, unlinkSync} from 'node:fs';
+import {BpfObject} from '../bpf/object.js';
+import {BpfMap} from '../bpf/map.js';
+import {Link} from '../bpf/link.js';
+import {BpfError} from '../bpf/errors.js';
+import {libbpf} from '../ffi/index.js';
+import {close as closeFd} from '../ffi/libc.js';
+import {BPF_LINK_TYPE_NETNS, linkIds, linkInfoByFd, mapInfoByFd, progInfoByFd, progMapIds} from '../bpf/info.js';
+import {processAlive} from '../sys/proc.js';
+import {ensureBpffs, mkdirBpffs} from '../sys/bpffs.js';
+import {SklError} from '../sys/errors.js';
+import {lock} from '../sys/lock.js';
+import type {Netns} from '../sys/netns.js';
+import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from './state.js';
+import {SLOT_PENDING} from './layout.js';
+
+const BPF_SK_LOOKUP = 36;
+export const PROGRAM_NAME = 'sk_dispatch';
+
+export interface StoreOptions {
+  /** bpffs mount point (default /sys/fs/bpf) */
+  bpffs?: string;
+}
+
+export class Store {
+  readonly root: string;
+  readonly notices: string[] = [];
+
+  constructor(
+    readonly netns: Netns,
+    opts: StoreOptions = {},
+  ) {
+    const bpffs = opts.bpffs ?? '/sys/fs/bpf';
+    const st = ensureBpffs(bpffs);
+    if (st.mountedNow) this.notices.push(`mounted a BPF filesystem at ${bpffs}`);
+    this.root = mkdirBpffs(bpffs, 'skl');
+  }
+
+  get dir(): string {
+    return `${this.root}/${this.netns.ino}`;
+  }
+
+  /** Run `fn` holding skl's lock; repairs half-made state first. */
+  async locked<T>(fn: () => Promise<T> | T): Promise<T> {
+    const fd = lock(this.root);
+    try {
+      this.repair();
+      return await fn();
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /** The namespace's pinned dispatcher, or undefined when there is none. */
+  openPinned(): DispatcherState | undefined {
+    if (!existsSync(this.dir)) return undefined;
+    const missing = MAP_NAMES.filter((n) => !existsSync(`${this.dir}/${n}`));
+    if (missing.length) {
+      throw new SklError(
+        `skl's pinned state in ${this.dir} is damaged (missing: ${missing.join(', ')}); remove it with: skl detach --all${this.netnsFlag()}`,
+      );
+    }
+    const maps = {} as Record<MapName, BpfMap>;
+    try {
+      for (const n of MAP_NAMES) maps[n] = BpfMap.openPinned(`${this.dir}/${n}`);
+    } catch (error) {
+      for (const m of Object.values(maps)) m.close();
+      throw error;
+    }
+    let linkId = 0;
+    if (existsSync(`${this.dir}/link`)) {
+      const link = Link.openPinned(`${this.dir}/link`);
+      try {
+        const info = link.info();
+        linkId = info.netnsIno === this.netns.ino ? info.id : 0;
+      } finally {
+        link.close();
+      }
+    }
+    return new DispatcherState('pinned', maps, linkId);
+  }
+
+  private netnsFlag(): string {
+    return this.netns.path === '/proc/self/ns/net' ? '' : ` --netns ${this.netns.path}`;
+  }
+
+  /** Create, attach and pin the namespace's dispatcher; atomically visible once complete. */
+  createPinned(): DispatcherState {
+    // bpffs refuses names containing '.'
+    const scratch = `${this.dir}-new-${process.pid}`;
+    mkdirBpffs(this.root, `${this.netns.ino}-new-${process.pid}`);
+    const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+    let link: Link | undefined;
+    try {
+      for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
+      link = obj.program(PROGRAM_NAME).attachNetns(this.netns.fd, `netns ${this.netns.path}`);
+      link.pin(`${scratch}/link`);
+      renameSync(scratch, this.dir);
+    } catch (error) {
+      removePins(scratch);
+      throw error;
+    } finally {
+      link?.close();
+      obj.close();
+    }
+    return this.openPinned()!;
+  }
+
+  /** Detach the pinned dispatcher (link pin first) and remove every pin. */
+  destroyPinned(): void {
+    removePins(this.dir);
+  }
+
+  /** Remove state an interrupted skl left: scratch directories of dead processes, pending slots. */
+  private repair(): void {
+    for (const entry of readdirSync(this.root)) {
+      const m = /^(\d+)-new-(\d+)$/.exec(entry);
+      if (m && !processAlive(Number(m[2]))) {
+        removePins(`${this.root}/${entry}`);
+        this.notices.push(`removed a half-made dispatcher left by an interrupted skl (pid ${m[2]})`);
+      }
+    }
+    if (!existsSync(this.dir)) return;
+    let st: DispatcherState | undefined;
+    try {
+      st = this.openPinned();
+    } catch {
+      return; // damaged: reported by the command that needs it
+    }
+    if (!st) return;
+    try {
+      const table = st.portTable();
+      for (const s of st.slots()) {
+        if (s.state === SLOT_PENDING) {
+          st.clearSlot(s.slot, table);
+          this.notices.push(`rolled back attachment ${s.name}, left half-made by an interrupted skl`);
+        }
+      }
+      if (st.slots().length === 0) {
+        st.close();
+        st = undefined;
+        this.destroyPinned();
+        this.notices.push('removed an empty dispatcher left by an interrupted skl');
+      }
+    } finally {
+      st?.close();
+    }
+  }
+
+  /** Dispatchers of running `skl attach --foreground` processes in this namespace. */
+  foreground(exceptLinkId = 0): DispatcherState[] {
+    return findDispatchers(this.netns.ino).filter((d) => {
+      if (d.linkId === exceptLinkId || isPinnedLink(this.dir, d.linkId)) {
+        d.close();
+        return false;
+      }
+      return true;
+    });
+  }
+}
+
+function isPinnedLink(dir: string, id: number): boolean {
+  if (!existsSync(`${dir}/link`)) return false;
+  try {
+    const l = Link.openPinned(`${dir}/link`);
+    try {
+      return l.info().id === id;
+    } finally {
+      l.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** Every skl sk_dispatch program attached to a namespace, found from the kernel's link list. */
+export function findDispatchers(netnsIno: number): DispatcherState[] {
+  const out: DispatcherState[] = [];
+  for (const id of linkIds()) {
+    const lfd = libbpf.bpf_link_get_fd_by_id(id);
+    if (lfd < 0) continue;
+    try {
+      const info = linkInfoByFd(lfd);
+      if (info.type !== BPF_LINK_TYPE_NETNS || info.attachType !== BPF_SK_LOOKUP || info.netnsIno !== netnsIno) continue;
+      const pfd = libbpf.bpf_prog_get_fd_by_id(info.progId);
+      if (pfd < 0) continue;
+      try {
+        if (progInfoByFd(pfd).name !== PROGRAM_NAME) continue;
+        const maps = {} as Record<MapName, BpfMap>;
+        for (const mid of progMapIds(pfd)) {
+          const mfd = libbpf.bpf_map_get_fd_by_id(mid);
+          if (mfd < 0) continue;
+          const name = mapInfoByFd(mfd).name as MapName;
+          if ((MAP_NAMES as readonly string[]).includes(name) && !maps[name]) maps[name] = BpfMap.fromFd(mfd);
+          else closeFd(mfd);
+        }
+        if (MAP_NAMES.some((n) => !maps[n])) {
+          for (const m of Object.values(maps)) m.close();
+          continue;
+        }
+        out.push(new DispatcherState('foreground', maps, info.id));
+      } finally {
+        closeFd(pfd);
+      }
+    } catch (error) {
+      if (!(error instanceof BpfError)) throw error;
+    } finally {
+      closeFd(lfd);
+    }
+  }
+  return out;
+}
+
+function removePins(dir: string): void {
+  if (!existsSync(dir)) return;
+  // the link first: unpinning it detaches the program at once
+  if (existsSync(`${dir}/link`)) unlinkSync(`${dir}/link`);
+  for (const entry of readdirSync(dir)) unlinkSync(`${dir}/${entry}`);
+  rmdirSync(dir);
+}
