@@ -25,20 +25,25 @@ export const PROGRAM_NAME = 'sk_dispatch';
 export interface StoreOptions {
   /** bpffs mount point (default /sys/fs/bpf) */
   bpffs?: string;
+  /** lock file guarding writes (default /run/skl.lock; not in bpffs, so skl's bpffs directory can go away when empty) */
+  lockFile?: string;
 }
 
 export class Store {
   readonly root: string;
   readonly notices: string[] = [];
+  private readonly bpffs: string;
+  private readonly lockFile: string;
 
   constructor(
     readonly netns: Netns,
     opts: StoreOptions = {},
   ) {
-    const bpffs = opts.bpffs ?? '/sys/fs/bpf';
-    const st = ensureBpffs(bpffs);
-    if (st.mountedNow) this.notices.push(`mounted a BPF filesystem at ${bpffs}`);
-    this.root = mkdirBpffs(bpffs, 'skl');
+    this.bpffs = opts.bpffs ?? '/sys/fs/bpf';
+    this.lockFile = opts.lockFile ?? process.env.SKL_LOCK_FILE ?? '/run/skl.lock';
+    const st = ensureBpffs(this.bpffs);
+    if (st.mountedNow) this.notices.push(`mounted a BPF filesystem at ${this.bpffs}`);
+    this.root = `${this.bpffs}/skl`;
   }
 
   get dir(): string {
@@ -47,7 +52,7 @@ export class Store {
 
   /** Run `fn` holding skl's lock; repairs half-made state first. */
   async locked<T>(fn: () => Promise<T> | T): Promise<T> {
-    const fd = lock(this.root);
+    const fd = lock(this.lockFile);
     try {
       this.repair();
       return await fn();
@@ -93,7 +98,7 @@ export class Store {
   createPinned(): DispatcherState {
     // bpffs refuses names containing '.'
     const scratch = `${this.dir}-new-${process.pid}`;
-    mkdirBpffs(this.root, `${this.netns.ino}-new-${process.pid}`);
+    mkdirBpffs(this.bpffs, 'skl', `${this.netns.ino}-new-${process.pid}`);
     const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
     let link: Link | undefined;
     try {
@@ -114,10 +119,12 @@ export class Store {
   /** Detach the pinned dispatcher (link pin first) and remove every pin. */
   destroyPinned(): void {
     removePins(this.dir);
+    removeIfEmpty(this.root);
   }
 
   /** Remove state an interrupted skl left: scratch directories of dead processes, pending slots. */
   private repair(): void {
+    if (!existsSync(this.root)) return;
     for (const entry of readdirSync(this.root)) {
       const m = /^(\d+)-new-(\d+)$/.exec(entry);
       if (m && !processAlive(Number(m[2]))) {
@@ -125,6 +132,7 @@ export class Store {
         this.notices.push(`removed a half-made dispatcher left by an interrupted skl (pid ${m[2]})`);
       }
     }
+    removeIfEmpty(this.root);
     if (!existsSync(this.dir)) return;
     let st: DispatcherState | undefined;
     try {
@@ -214,6 +222,14 @@ export function findDispatchers(netnsIno: number): DispatcherState[] {
     }
   }
   return out;
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // not empty (other namespaces' dispatchers) or already gone
+  }
 }
 
 function removePins(dir: string): void {

@@ -9,7 +9,7 @@ const EWOULDBLOCK = 11;
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
-/** Hold an exclusive lock on `path` (a file or directory) while `fn` runs. */
+/** Hold an exclusive lock on `path` (a file, created mode 0600 if missing) while `fn` runs. */
 export async function withLock<T>(path: string, fn: () => Promise<T> | T, timeoutMs = 15000): Promise<T> {
   const fd = lock(path, timeoutMs);
   try {
@@ -20,7 +20,12 @@ export async function withLock<T>(path: string, fn: () => Promise<T> | T, timeou
 }
 
 export function lock(path: string, timeoutMs = 15000): number {
-  const fd = openSync(path, 'r');
+  let fd: number;
+  try {
+    fd = openSync(path, 'a', 0o600);
+  } catch (error) {
+    throw new SklError(`cannot open the lock file ${path} (${(error as NodeJS.ErrnoException).code}): run as root`);
+  }
   const deadline = Date.now() + timeoutMs;
   for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
     if (libc.flock(fd, LOCK_EX | LOCK_NB) === 0) return fd;

@@ -1,0 +1,53 @@
+/** Prometheus text exposition (format 0.0.4) of the dispatcher's state. Pure: unit-tested. */
+import type {StatusReport} from '../dispatcher/api.js';
+
+export interface BuildInfo {
+  version: string;
+  libbpf: string;
+  node: string;
+}
+
+const escapeLabel = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+function labels(l: Record<string, string | number>): string {
+  return `{${Object.entries(l)
+    .map(([k, v]) => `${k}="${escapeLabel(String(v))}"`)
+    .join(',')}}`;
+}
+
+interface Family {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  samples: [Record<string, string | number>, number][];
+}
+
+export function formatMetrics(reports: StatusReport[], build: BuildInfo): string {
+  const fam = (name: string, type: Family['type'], help: string): Family => ({name, type, help, samples: []});
+  const info = fam('skl_build_info', 'gauge', 'skl build information.');
+  info.samples.push([{version: build.version, libbpf: build.libbpf, node: build.node}, 1]);
+  const dispatchers = fam('skl_dispatcher_present', 'gauge', 'Whether the network namespace has a pinned skl dispatcher.');
+  const attachments = fam('skl_attachments', 'gauge', 'Attachments in the network namespace.');
+  const redirected = fam('skl_redirected_total', 'counter', 'Connections (TCP) or datagrams (UDP) steered to the attachment\'s socket.');
+  const missed = fam('skl_target_gone_total', 'counter', 'Arrivals on a claimed port while the target socket was gone.');
+  const filtered = fam('skl_filtered_total', 'counter', 'Arrivals on a claimed port for a local address outside the attachment\'s filter.');
+  const ports = fam('skl_ports', 'gauge', 'Extra ports claimed by the attachment.');
+  const alive = fam('skl_target_alive', 'gauge', 'Whether the attachment\'s target socket is still open.');
+  for (const r of reports) {
+    const ns = String(r.netnsIno);
+    dispatchers.samples.push([{netns: ns}, r.dispatcher ? 1 : 0]);
+    attachments.samples.push([{netns: ns}, r.attachments.length]);
+    for (const a of r.attachments) {
+      const l = {netns: ns, name: a.name, protocol: a.protocol, pid: a.pid, mode: a.mode};
+      redirected.samples.push([l, a.redirected]);
+      missed.samples.push([l, a.missed]);
+      filtered.samples.push([l, a.filtered]);
+      ports.samples.push([l, a.ports.length]);
+      alive.samples.push([l, a.alive ? 1 : 0]);
+    }
+  }
+  return [info, dispatchers, attachments, redirected, missed, filtered, ports, alive]
+    .map((f) => [`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.samples.map(([l, v]) => `${f.name}${labels(l)} ${v}`)].join('\n'))
+    .join('\n')
+    .concat('\n');
+}
