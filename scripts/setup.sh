@@ -28,6 +28,6 @@ fi
 stamp=dist/.build-stamp
 if [ ! -f "$stamp" ] || [ -n "$(find src test scripts bench examples tsconfig.json -newer "$stamp" -name '*.ts' -o -newer "$stamp" -name 'tsconfig.json' 2>/dev/null | head -1)" ]; then
   echo "setup: compiling TypeScript" >&2
-  npx --no-install tsc -p tsconfig.json
+  npm run --silent build
   touch "$stamp"
 fi

@@ -12,7 +12,7 @@ export default class Detach extends SklCommand {
     {command: '<%= config.bin %> detach --all', description: 'remove every attachment and the dispatcher of this namespace'},
     {command: '<%= config.bin %> detach web --netns /run/netns/blue', description: 'in another namespace'},
   ];
-  static override args = {name: Args.string({description: 'attachment name (see skl status)'})};
+  static override args = {name: Args.string({description: 'attachment name (see skl status)', ignoreStdin: true})};
   static override flags = {
     all: Flags.boolean({description: 'remove every attachment in the namespace', default: false}),
     netns: netnsFlag,

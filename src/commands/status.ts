@@ -12,7 +12,7 @@ export default class Status extends SklCommand {
     {command: '<%= config.bin %> status web --json', description: 'one attachment, as JSON'},
     {command: '<%= config.bin %> status --netns /run/netns/blue', description: 'in another namespace'},
   ];
-  static override args = {name: Args.string({description: 'only this attachment'})};
+  static override args = {name: Args.string({description: 'only this attachment', ignoreStdin: true})};
   static override flags = {netns: netnsFlag, json: jsonFlag};
 
   async run(): Promise<void> {

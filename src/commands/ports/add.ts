@@ -9,8 +9,8 @@ export default class PortsAdd extends PortsChangeCommand {
     {command: '<%= config.bin %> ports add web 20000-20999', description: 'a range'},
   ];
   static override args = {
-    name: Args.string({description: 'attachment name', required: true}),
-    ports: Args.string({description: 'ports and ranges: 80,443,8000-8999', required: true}),
+    name: Args.string({description: 'attachment name', required: true, ignoreStdin: true}),
+    ports: Args.string({description: 'ports and ranges: 80,443,8000-8999', required: true, ignoreStdin: true}),
   };
   static override flags = {netns: netnsFlag, json: jsonFlag, force: forceFlag};
   protected readonly op = 'add' as const;

@@ -6,8 +6,8 @@ export default class PortsRemove extends PortsChangeCommand {
   static override summary = 'Remove extra ports from an attachment, live';
   static override examples = [{command: '<%= config.bin %> ports remove web 8443,20000-20999', description: 'stop a port and a range'}];
   static override args = {
-    name: Args.string({description: 'attachment name', required: true}),
-    ports: Args.string({description: 'ports and ranges: 80,443,8000-8999', required: true}),
+    name: Args.string({description: 'attachment name', required: true, ignoreStdin: true}),
+    ports: Args.string({description: 'ports and ranges: 80,443,8000-8999', required: true, ignoreStdin: true}),
   };
   static override flags = {netns: netnsFlag, json: jsonFlag};
   protected readonly op = 'remove' as const;
