@@ -20,10 +20,12 @@ export default class Status extends SklCommand {
     const r = await status({netns: flags.netns, name: args.name});
     for (const n of r.notices) process.stderr.write(`${note('notice:')} ${n}\n`);
     if (flags.json) {
-      this.log(JSON.stringify({netns: r.netns, netnsIno: r.netnsIno, dispatcher: r.dispatcher, attachments: r.attachments.map(({portsText: _p, ...a}) => a)}));
+      const {notices: _n, attachments, ...rest} = r;
+      this.log(JSON.stringify({...rest, attachments: attachments.map(({portsText: _p, ...a}) => a)}));
       return;
     }
     this.log(chalk.bold(`network namespace ${r.netns} (inode ${r.netnsIno})`));
+    if (r.damaged) this.log(`${bad('✘ damaged:')} ${r.damaged}`);
     if (r.attachments.length === 0) {
       this.log(dim('  no attachments'));
       return;

@@ -25,6 +25,7 @@ import {compressPorts, defaultName, validateName} from './input.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from './state.js';
 import {PROGRAM_NAME, Store, type StoreOptions} from './store.js';
 import {takeTarget, type Target, type TargetSpec} from './target.js';
+import {crashPoint} from './faults.js';
 import type {BpfMap} from '../bpf/map.js';
 
 export interface CommonOptions extends StoreOptions {
@@ -88,6 +89,8 @@ export interface StatusReport {
   netnsIno: number;
   /** the namespace has a pinned dispatcher */
   dispatcher: boolean;
+  /** what is wrong with the pinned state (a pin removed behind skl's back, ...), when something is */
+  damaged?: string;
   attachments: AttachmentStatus[];
   notices: string[];
 }
@@ -147,7 +150,10 @@ function checkPorts(
   }
   if (taken.size) {
     const [owner, list] = [...taken][0];
-    throw new SklError(`${proto.toUpperCase()} port${list.length > 1 ? 's' : ''} ${compressPorts(list)} already belong${list.length > 1 ? '' : 's'} to attachment ${owner}; remove them there first (skl ports remove ${owner} ...)`);
+    const held = c.names.get(owner);
+    const fix = held?.state.kind === 'foreground' ? `stop its skl --foreground process (pid ${held.meta.ownerPid})` : `remove them there first (skl ports remove ${owner} ...)`;
+    const plural = list.length > 1;
+    throw new SklError(`${proto.toUpperCase()} port${plural ? 's' : ''} ${compressPorts(list)} already belong${plural ? '' : 's'} to attachment ${owner}; ${fix}`);
   }
   if (force) return;
   const wanted = new Set(ports);
@@ -198,13 +204,17 @@ function checkTargetNetns(t: Target, ns: Netns): void {
   }
 }
 
+/** Fill a free slot. Marked pending until complete, so an interrupted write is rolled back later. */
 function writeSlot(d: DispatcherState, slot: number, t: Target, meta: TargetMeta, ports: number[], addresses: AddressPrefix[]): void {
   d.writeMeta(slot, {...meta, state: SLOT_PENDING});
+  crashPoint('attach:pending');
   d.resetCounters(slot);
   d.setFilters(slot, addresses);
   d.setSocket(slot, t.fd);
+  crashPoint('attach:socket-stored');
   const v = portValue(slot, accepts(t), addresses.length > 0);
   d.writePorts(ports.map((p) => [portIndex(t.proto, p), v]));
+  crashPoint('attach:ports-written');
   d.writeMeta(slot, {...meta, state: SLOT_READY});
 }
 
@@ -455,7 +465,16 @@ export function status(opts: CommonOptions & {name?: string} = {}): Promise<Stat
   if (opts.name !== undefined) validateName(opts.name);
   return withNetns(opts.netns, async (ns) => {
     const store = new Store(ns, opts);
-    const all = openAll(store);
+    let damaged: string | undefined;
+    let all: DispatcherState[];
+    try {
+      all = openAll(store);
+      damaged = all.find((d) => d.kind === 'pinned')?.damage;
+    } catch (error) {
+      if (!(error instanceof SklError)) throw error;
+      damaged = error.message;
+      all = store.foreground();
+    }
     try {
       const attachments: AttachmentStatus[] = [];
       for (const d of all) {
@@ -488,7 +507,14 @@ export function status(opts: CommonOptions & {name?: string} = {}): Promise<Stat
       }
       if (opts.name !== undefined && attachments.length === 0) throw new SklError(`no attachment named ${opts.name} in this network namespace`);
       attachments.sort((a, b) => a.name.localeCompare(b.name));
-      return {netns: ns.path, netnsIno: ns.ino, dispatcher: all.some((d) => d.kind === 'pinned'), attachments, notices: [...store.notices]};
+      return {
+        netns: ns.path,
+        netnsIno: ns.ino,
+        dispatcher: all.some((d) => d.kind === 'pinned'),
+        ...(damaged ? {damaged} : {}),
+        attachments,
+        notices: [...store.notices],
+      };
     } finally {
       closeAll(all);
     }

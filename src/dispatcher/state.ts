@@ -48,6 +48,8 @@ export class DispatcherState {
     readonly maps: Record<MapName, BpfMap>,
     /** id of the sk_lookup link (0 if unknown: detached or damaged) */
     readonly linkId: number,
+    /** what is wrong with the pinned state, when something is */
+    readonly damage?: string,
   ) {}
 
   close(): void {

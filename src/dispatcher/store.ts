@@ -18,6 +18,7 @@ import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from './state.js';
 import {SLOT_PENDING} from './layout.js';
+import {crashPoint} from './faults.js';
 
 const BPF_SK_LOOKUP = 36;
 export const PROGRAM_NAME = 'sk_dispatch';
@@ -78,16 +79,19 @@ export class Store {
       throw error;
     }
     let linkId = 0;
+    let damage: string | undefined = `its link pin ${this.dir}/link is missing: the extra ports are not steered; run skl detach --all${this.netnsFlag()} and attach again`;
     if (existsSync(`${this.dir}/link`)) {
+      damage = undefined;
       const link = Link.openPinned(`${this.dir}/link`);
       try {
         const info = link.info();
         linkId = info.netnsIno === this.netns.ino ? info.id : 0;
+        if (!linkId) damage = `its link is no longer attached to the namespace; run skl detach --all${this.netnsFlag()} and attach again`;
       } finally {
         link.close();
       }
     }
-    return new DispatcherState('pinned', maps, linkId);
+    return new DispatcherState('pinned', maps, linkId, damage);
   }
 
   private netnsFlag(): string {
@@ -103,9 +107,12 @@ export class Store {
     let link: Link | undefined;
     try {
       for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
+      crashPoint('create:maps-pinned');
       link = obj.program(PROGRAM_NAME).attachNetns(this.netns.fd, `netns ${this.netns.path}`);
       link.pin(`${scratch}/link`);
+      crashPoint('create:link-pinned');
       renameSync(scratch, this.dir);
+      crashPoint('create:published');
     } catch (error) {
       removePins(scratch);
       throw error;

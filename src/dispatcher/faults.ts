@@ -1,0 +1,15 @@
+/**
+ * Crash points for fault-injection tests: with SKL_TEST_CRASH_AT=<point>, skl SIGKILLs itself
+ * there, so tests can prove the next invocation repairs whatever was half made.
+ */
+export type CrashPoint =
+  | 'create:maps-pinned'
+  | 'create:link-pinned'
+  | 'create:published'
+  | 'attach:pending'
+  | 'attach:socket-stored'
+  | 'attach:ports-written';
+
+export function crashPoint(point: CrashPoint): void {
+  if (process.env.SKL_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');
+}
