@@ -40,7 +40,7 @@ export default class Status extends SklCommand {
       String(a.redirected),
       a.missed ? bad(String(a.missed)) : '0',
       a.alive ? ok('yes') : bad(a.processAlive ? 'socket closed' : 'process gone'),
-      a.mode === 'foreground' ? `foreground (skl ${a.ownerPid})` : 'persistent',
+      a.mode === 'foreground' ? `foreground (owner ${a.ownerPid})` : 'persistent',
     ]);
     this.log(table(['NAME', 'PID', 'COMMAND', 'PROTO', 'LISTENER', 'PORTS', 'REDIRECTED', 'MISSED', 'ALIVE', 'MODE'], rows));
   }
