@@ -130,12 +130,14 @@ export class BpfObject implements Disposable {
         const rc = libbpf.bpf_object__load(this.handle);
         if (rc >= 0) return;
         const e = -rc;
-        if (e === 1 || e === 13) throw new PermissionError(errorFor('load', e, this.name).message, e, 'load');
+        // The verifier log first: a rejected program also fails with EACCES (e.g. "invalid access
+        // to packet"); only a load that failed without a log is a missing privilege.
         for (const {prog, buf} of logs) {
           const end = buf.view.indexOf(0);
           const text = Buffer.from(buf.view.subarray(0, end < 0 ? buf.view.length : end)).toString();
           if (text.trim()) throw new VerifierError(libbpf.bpf_program__name(prog), e, text);
         }
+        if (e === 1 || e === 13) throw new PermissionError(errorFor('load', e, this.name).message, e, 'load');
         const detail = log.filter((l) => !l.startsWith('libbpf: prog') || l.includes('failed')).slice(-3).join('; ');
         throw new BpfError(`cannot load ${this.name}: ${errnoName(e)}${detail ? ` (${detail})` : ''}`, e, 'load');
       });

@@ -22,6 +22,9 @@ export function describeError(err: unknown): {message: string; code: number} {
   return {message: `unexpected error: ${e?.message ?? String(err)} (please report this)`, code: EXIT_FAILURE};
 }
 
+// chalk 5 ignores NO_COLOR (https://no-color.org): honour it for every command.
+if (process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '') chalk.level = 0;
+
 export abstract class SklCommand extends Command {
   protected override async catch(err: Error & {exitCode?: number}): Promise<void> {
     // oclif uses exceptions for exit(); let them through

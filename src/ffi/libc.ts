@@ -35,6 +35,8 @@ export const flock = fn<[number, number], number>('int flock(int fd, int operati
 export const getsockopt = fn<[number, number, number, Buffer, [number]], number>(
   'int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)',
 );
+/** addr: a sockaddr_storage-sized buffer (128 bytes). */
+export const getsockname = fn<[number, Buffer, [number]], number>('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *addrlen)');
 const ioctlv = libc.func('int ioctl(int fd, unsigned long request, ...)') as (...args: unknown[]) => number;
 /** ioctl without argument (NS_GET_NSTYPE, SIOCGSKNS returns a new fd). */
 export const ioctl0 = (fd: number, request: number): number => ioctlv(fd, request);

@@ -182,3 +182,15 @@ export function socketFdInfo(fd: number): SocketFdInfo | undefined {
     v6only: domain === 10 ? intOpt(fd, IPPROTO_IPV6, IPV6_V6ONLY) === 1 : false,
   };
 }
+
+/** Local address and port of a socket fd we hold (getsockname); undefined when not an inet socket. */
+export function socketLocalAddress(fd: number): {family: Family; address: string; port: number} | undefined {
+  const buf = Buffer.alloc(128);
+  const len: [number] = [buf.length];
+  if (libc.getsockname(fd, buf, len) !== 0) return undefined;
+  const domain = buf.readUInt16LE(0);
+  const port = buf.readUInt16BE(2);
+  if (domain === 2) return {family: 4, address: `${buf[4]}.${buf[5]}.${buf[6]}.${buf[7]}`, port};
+  if (domain === 10) return {family: 6, address: formatV6(buf.subarray(8, 24)), port};
+  return undefined;
+}

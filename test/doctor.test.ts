@@ -1,0 +1,253 @@
+// `skl doctor`: the checks library (unit) and the command's output and exit code (end to end).
+import {execFile, spawnSync} from 'node:child_process';
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import test, {type ExecutionContext} from 'ava';
+import {
+  CAP_BPF,
+  CAP_NET_ADMIN,
+  CAP_SYS_ADMIN,
+  CAP_SYS_PTRACE,
+  checkBpffs,
+  checkEndianness,
+  checkKernel,
+  checkPrivileges,
+  compareVersions,
+  missingCapabilities,
+  parseCapEff,
+  parseVersion,
+  versionAtLeast,
+  type Check,
+} from '../src/doctor/checks.js';
+import {ipNetnsExecName, parseMountinfo} from '../src/sys/mounts.js';
+import {findExecutable, privileged} from './helpers/privileged.js';
+
+const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url));
+const IDS = ['kernel', 'btf', 'bpffs', 'libbpf', 'privileges', 'sk_lookup', 'xdp', 'pidfd_getfd', 'endianness'];
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run bin/run.js (without blocking the event loop); `env` is added to ours, undefined values removed. */
+function skl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  const merged = Object.fromEntries(Object.entries({...process.env, ...env}).filter(([, v]) => v !== undefined));
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], {encoding: 'utf8', timeout: 60_000, env: merged}, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
+      resolve({code, stdout, stderr});
+    });
+  });
+}
+
+/** Run `skl doctor --json` and check the report's shape and the exit code. */
+async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Promise<{ok: boolean; checks: Check[]}> {
+  const r = await skl(['doctor', '--json'], env);
+  let report: {ok: boolean; checks: Check[]};
+  try {
+    report = JSON.parse(r.stdout) as {ok: boolean; checks: Check[]};
+  } catch {
+    t.fail(`doctor --json printed no JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+    throw new Error('no JSON');
+  }
+  t.deepEqual(Object.keys(report).sort(), ['checks', 'ok']);
+  t.deepEqual(
+    report.checks.map((c) => c.id),
+    IDS,
+  );
+  for (const c of report.checks) {
+    t.deepEqual(Object.keys(c).sort(), ['detail', 'hint', 'id', 'ok'], c.id);
+    t.is(typeof c.ok, 'boolean');
+    t.true(typeof c.detail === 'string' && c.detail.length > 0, c.id);
+    // A hint exactly when the check failed.
+    if (c.ok) t.is(c.hint, null, c.id);
+    else t.true(typeof c.hint === 'string' && c.hint.length > 0, c.id);
+  }
+  t.is(report.ok, report.checks.every((c) => c.ok));
+  t.is(r.code, report.ok ? 0 : 1, `exit code ${r.code} with ok=${report.ok}; stderr: ${r.stderr}`);
+  t.notRegex(r.stderr, /^\s+at /m, 'no stack trace');
+  return report;
+}
+
+const byId = (report: {checks: Check[]}, id: string): Check => report.checks.find((c) => c.id === id)!;
+
+// --- unit: versions ---
+
+test('parseVersion reads kernel releases and versions', t => {
+  t.deepEqual(parseVersion('6.1.0-13-amd64'), [6, 1, 0]);
+  t.deepEqual(parseVersion('6.18.44-fc-v669'), [6, 18, 44]);
+  t.deepEqual(parseVersion('5.10.0'), [5, 10, 0]);
+  t.deepEqual(parseVersion('5.9'), [5, 9, 0]);
+  t.deepEqual(parseVersion('6'), [6, 0, 0]);
+  t.deepEqual(parseVersion('1.1'), [1, 1, 0]);
+  t.is(parseVersion('garbage'), undefined);
+  t.is(parseVersion(''), undefined);
+});
+
+test('compareVersions compares numerically, not as text', t => {
+  t.true(compareVersions([5, 10], [5, 9]) > 0);
+  t.true(compareVersions([5, 8, 99], [5, 9]) < 0);
+  t.is(compareVersions([5, 9], [5, 9, 0]), 0);
+  t.true(compareVersions([6], [5, 99, 99]) > 0);
+  t.true(versionAtLeast('5.10.0-28-amd64', '5.9'));
+  t.true(versionAtLeast('5.9.0', '5.9'));
+  t.false(versionAtLeast('5.8.18', '5.9'));
+  t.false(versionAtLeast('4.19.0-26-amd64', '5.9'));
+  t.true(versionAtLeast('1.0', '1.0'));
+  t.false(versionAtLeast('0.8', '1.0'));
+  t.false(versionAtLeast('nonsense', '1.0'));
+});
+
+test('checkKernel: ≥5.9 passes, older fails with a hint naming 5.9', t => {
+  t.like(checkKernel('5.9.0'), {id: 'kernel', ok: true, hint: null});
+  t.like(checkKernel('6.1.0-13-amd64'), {ok: true});
+  const old = checkKernel('5.4.0-150-generic');
+  t.false(old.ok);
+  t.regex(old.hint!, /5\.9/);
+  t.false(checkKernel('weird').ok);
+});
+
+// --- unit: privileges ---
+
+const status = (capEff: bigint): string => `Name:\tnode\nUid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\nCapEff:\t${capEff.toString(16).padStart(16, '0')}\n`;
+const bit = (n: number): bigint => 1n << BigInt(n);
+
+test('privileges: capabilities from CapEff', t => {
+  t.is(parseCapEff(status(0x1fffeffffffn)), 0x1fffeffffffn);
+  t.is(parseCapEff('Name: x\n'), undefined);
+  t.deepEqual(missingCapabilities(0n), ['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_SYS_PTRACE']);
+  t.deepEqual(missingCapabilities(bit(CAP_BPF) | bit(CAP_NET_ADMIN) | bit(CAP_SYS_PTRACE)), []);
+  // CAP_SYS_ADMIN stands in for CAP_BPF.
+  t.deepEqual(missingCapabilities(bit(CAP_SYS_ADMIN) | bit(CAP_NET_ADMIN) | bit(CAP_SYS_PTRACE)), []);
+  t.deepEqual(missingCapabilities(bit(CAP_BPF) | bit(CAP_NET_ADMIN)), ['CAP_SYS_PTRACE']);
+
+  t.like(checkPrivileges(0, status(0x1ffffffffffn)), {id: 'privileges', ok: true, hint: null});
+  t.like(checkPrivileges(1000, status(bit(CAP_BPF) | bit(CAP_NET_ADMIN) | bit(CAP_SYS_PTRACE))), {ok: true});
+  const user = checkPrivileges(1000, status(0n));
+  t.false(user.ok);
+  t.regex(user.detail, /CAP_BPF, CAP_NET_ADMIN, CAP_SYS_PTRACE/);
+  t.regex(user.hint!, /root/);
+  // Root in a container without the capabilities cannot load programs either.
+  const boxed = checkPrivileges(0, status(bit(CAP_NET_ADMIN)));
+  t.false(boxed.ok);
+  t.regex(boxed.detail, /CAP_BPF/);
+});
+
+test('endianness', t => {
+  t.true(checkEndianness('LE').ok);
+  t.false(checkEndianness('BE').ok);
+});
+
+// --- unit: bpffs and `ip netns exec` ---
+
+const HOST_MOUNTINFO = [
+  '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+  '23 22 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw',
+  '24 23 0:30 / /sys/fs/bpf rw,nosuid,nodev,noexec,relatime shared:8 - bpf bpf rw,mode=700',
+  '25 22 0:50 / /mnt/with\\040space rw - tmpfs tmpfs rw',
+].join('\n');
+// What `ip netns exec NAME` leaves: a private mount namespace where /sys is a fresh sysfs named NAME.
+const NETNS_EXEC_MOUNTINFO = `${HOST_MOUNTINFO}\n49 22 0:40 / /sys rw,relatime - sysfs skl-doctor-test rw\n`;
+
+test('parseMountinfo and the `ip netns exec` signature', t => {
+  const mounts = parseMountinfo(HOST_MOUNTINFO);
+  t.deepEqual(mounts[1], {mountPoint: '/sys', fsType: 'sysfs', source: 'sysfs'});
+  t.deepEqual(mounts[2], {mountPoint: '/sys/fs/bpf', fsType: 'bpf', source: 'bpf'});
+  t.is(mounts[3].mountPoint, '/mnt/with space');
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'skl-doctor-'));
+  t.teardown(() => rmSync(dir, {recursive: true, force: true}));
+  writeFileSync(path.join(dir, 'skl-doctor-test'), '');
+  t.is(ipNetnsExecName(HOST_MOUNTINFO, [dir]), undefined);
+  t.is(ipNetnsExecName(NETNS_EXEC_MOUNTINFO, [dir]), 'skl-doctor-test');
+  // A sysfs source that names no network namespace is not `ip netns exec`.
+  t.is(ipNetnsExecName(NETNS_EXEC_MOUNTINFO, [path.join(dir, 'nowhere')]), undefined);
+  t.is(ipNetnsExecName('', [dir]), undefined);
+});
+
+test('checkBpffs: not bpffs, missing, and under `ip netns exec`', t => {
+  const proc = checkBpffs('/proc', undefined);
+  t.false(proc.ok);
+  t.regex(proc.detail, /not a BPF filesystem/);
+  t.is(proc.hint, 'mount -t bpf bpf /proc');
+
+  const missing = checkBpffs('/nonexistent/skl-doctor', undefined);
+  t.false(missing.ok);
+  t.regex(missing.detail, /does not exist/);
+
+  const netnsExec = checkBpffs('/proc', 'blue');
+  t.false(netnsExec.ok);
+  t.regex(netnsExec.detail, /ip netns exec blue/);
+  t.regex(netnsExec.hint!, /nsenter --net=/);
+});
+
+// --- the command ---
+
+test('skl doctor --json: one JSON object {ok, checks}, exit 0 iff every check passed', async t => {
+  await doctorJson(t);
+});
+
+test('skl doctor prints one line per check with ✔/✘, and honours NO_COLOR', async t => {
+  const plain = await skl(['doctor'], {NO_COLOR: '1', FORCE_COLOR: '1'});
+  t.false(plain.stdout.includes('\u001b['), 'no ANSI escapes with NO_COLOR');
+  const lines = plain.stdout.trimEnd().split('\n');
+  t.is(lines.length, IDS.length);
+  lines.forEach((line, i) => t.regex(line, new RegExp(`^[✔✘] ${IDS[i]}\\s`)));
+  for (const line of lines.filter((l) => l.startsWith('✘'))) t.regex(line, / — fix: \S/);
+  t.is(plain.code, lines.every((l) => l.startsWith('✔')) ? 0 : 1);
+
+  const coloured = await skl(['doctor'], {NO_COLOR: undefined, FORCE_COLOR: '1'});
+  t.true(coloured.stdout.includes('\u001b['), 'colours when forced and NO_COLOR is unset');
+});
+
+test('skl doctor reports a missing kernel feature as a failed check (exit 1)', async t => {
+  const report = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'sk_lookup,pidfd_getfd'});
+  t.false(report.ok);
+  t.false(byId(report, 'sk_lookup').ok);
+  t.false(byId(report, 'pidfd_getfd').ok);
+  t.regex(byId(report, 'pidfd_getfd').hint!, /Linux ≥5\.6/);
+});
+
+// A libbpf.so.1 too old for skl, found first through LD_LIBRARY_PATH: doctor must report it as a
+// failed check (not crash), and every command must still load.
+const cc = findExecutable('cc') ?? findExecutable('gcc') ?? findExecutable('clang');
+(cc === undefined ? test.skip : test)('an unusable libbpf is a failed check, not a crash', async t => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'skl-fake-libbpf-'));
+  t.teardown(() => rmSync(dir, {recursive: true, force: true}));
+  const src = path.join(dir, 'fake.c');
+  writeFileSync(src, 'unsigned int libbpf_major_version(void) { return 0; }\nunsigned int libbpf_minor_version(void) { return 8; }\n');
+  const built = spawnSync(cc!, ['-shared', '-fPIC', '-o', path.join(dir, 'libbpf.so.1'), src], {encoding: 'utf8'});
+  t.is(built.status, 0, built.stderr);
+  const env = {LD_LIBRARY_PATH: dir};
+
+  const report = await doctorJson(t, env);
+  t.false(report.ok);
+  const libbpf = byId(report, 'libbpf');
+  t.false(libbpf.ok);
+  t.regex(libbpf.detail, /libbpf 0\.8 is too old/);
+  t.regex(libbpf.hint!, /apt-get install libbpf1/);
+  t.regex(byId(report, 'sk_lookup').detail, /libbpf could not be loaded/);
+  t.regex(byId(report, 'xdp').detail, /libbpf could not be loaded/);
+  // Checks that do not need libbpf still ran.
+  t.true(byId(report, 'kernel').ok);
+  t.true(byId(report, 'endianness').ok);
+
+  const help = await skl(['--help'], env);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /doctor/);
+});
+
+privileged('skl doctor passes on a machine that runs the privileged tests', async t => {
+  const {ensureBpffs} = await import('../src/sys/index.js');
+  ensureBpffs();
+  const report = await doctorJson(t);
+  t.deepEqual(
+    report.checks.filter((c) => !c.ok),
+    [],
+  );
+  t.true(report.ok);
+});
