@@ -42,6 +42,13 @@ export class BpfMap {
     return BpfMap.fromFd(fd, `pinned map ${path}`);
   }
 
+  /** Open a map by id (e.g. to share another process's map; needs CAP_SYS_ADMIN). */
+  static openById(id: number): BpfMap {
+    const fd = libbpf.bpf_map_get_fd_by_id(id);
+    if (fd < 0) throw errorFor('open map', -fd, `id ${id}`);
+    return BpfMap.fromFd(fd, `map id ${id}`);
+  }
+
   /** Wrap an fd (taking ownership). */
   static fromFd(fd: number, what = 'map'): BpfMap {
     let info: MapInfo;
