@@ -11,9 +11,12 @@
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 
-/* (protocol, port) -> (flags << 16) | (slot + 1). An ARRAY: one O(1) lookup, inlined by the JIT. */
+/* (protocol, port) -> (flags << 16) | (slot + 1). An ARRAY: one O(1) lookup, inlined by the JIT.
+ * Memory-mappable, so that userspace reads and writes all 131,072 entries as plain memory (≈1 ms)
+ * instead of one BPF_MAP_*_BATCH syscall that copies them one by one (≈15-50 ms). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, SKL_PORT_ENTRIES);
 	__type(key, __u32);
 	__type(value, __u32);

@@ -1,6 +1,9 @@
 /** bpf_obj_get_info_by_fd for maps and links (struct layouts of linux/bpf.h). */
 import {libbpf} from '../ffi/index.js';
 import {allocZero} from '../ffi/libc.js';
+import {errorFor} from './errors.js';
+
+const ENOENT = 2;
 
 export interface MapInfo {
   type: number;
@@ -84,7 +87,10 @@ function* ids(next: (start: number, out: [number]) => number): Generator<number>
   let id = 0;
   for (;;) {
     const out: [number] = [0];
-    if (next(id, out) < 0) return;
+    const rc = next(id, out);
+    if (rc === -ENOENT) return; // no more
+    // anything else (EPERM without CAP_SYS_ADMIN) must not pass for "there are none"
+    if (rc < 0) throw errorFor('list BPF objects', -rc);
     id = out[0];
     yield id;
   }

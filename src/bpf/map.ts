@@ -1,6 +1,6 @@
 /** A BPF map by fd: from a loaded object, a pin, or an id. */
 import {libbpf} from '../ffi/index.js';
-import {close} from '../ffi/libc.js';
+import {close, MAP_FAILED, MAP_SHARED, mmap, munmap, PROT_READ, PROT_WRITE, viewOf} from '../ffi/libc.js';
 import {errorFor} from './errors.js';
 import {mapInfoByFd, type MapInfo} from './info.js';
 
@@ -8,6 +8,7 @@ export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;
 
+const BPF_MAP_TYPE_ARRAY = 2;
 const PERCPU_TYPES = new Set([5 /* PERCPU_HASH */, 6 /* PERCPU_ARRAY */, 10 /* LRU_PERCPU_HASH */]);
 let possibleCpus: number | undefined;
 export function numPossibleCpus(): number {
@@ -20,6 +21,7 @@ export class BpfMap {
   /** Bytes of one CPU's value in a per-CPU map (value size rounded up to 8). */
   readonly perCpuStride: number;
   private closed = false;
+  private mapping: {ptr: bigint; size: number; view: Buffer} | null | undefined;
 
   constructor(
     readonly fd: number,
@@ -165,9 +167,37 @@ export class BpfMap {
     if (rc < 0) throw errorFor('pin map', -rc, `${this.name} at ${path}`);
   }
 
+  /**
+   * The values of an ARRAY created with BPF_F_MMAPABLE, as memory shared with the kernel: element
+   * i's value is at byte i * elementStride. Reads and writes are plain memory accesses (aligned
+   * 4- and 8-byte ones are atomic, as a single-element update is). undefined when the map cannot be
+   * mapped (another type, or created without the flag, e.g. by an older skl). Unmapped by close().
+   */
+  mapped(): Buffer | undefined {
+    if (this.mapping === undefined) {
+      this.mapping = null;
+      if (this.type === BPF_MAP_TYPE_ARRAY && !this.closed) {
+        const size = this.elementStride * this.maxEntries;
+        const ptr = mmap(null, size, PROT_READ | PROT_WRITE, MAP_SHARED, this.fd, 0);
+        if (ptr !== MAP_FAILED) {
+          const view = viewOf(ptr, size);
+          this.mapping = {ptr, size, view: Buffer.from(view.buffer, view.byteOffset, view.byteLength)};
+        }
+      }
+    }
+    return this.mapping?.view;
+  }
+
+  /** Bytes between consecutive values of an ARRAY in memory (the kernel rounds them up to 8). */
+  get elementStride(): number {
+    return Math.ceil(this.valueSize / 8) * 8;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.mapping) munmap(this.mapping.ptr, this.mapping.size);
+    this.mapping = null;
     if (this.ownsFd) close(this.fd);
   }
 }

@@ -186,6 +186,7 @@ export class BpfObject implements Disposable {
   /** Close the object (and with it every program and map fd it owns). Close links first. */
   close(): void {
     if (this.ptr === null) return;
+    for (const m of this.mapsByName.values()) m.close(); // their memory mappings, if any
     libbpf.bpf_object__close(this.ptr);
     this.ptr = null;
     this.elf.free();

@@ -1,6 +1,7 @@
 /** Base of every skl command: one-line errors with documented exit codes, never a stack trace. */
-import {Command, Errors} from '@oclif/core';
-import chalk from 'chalk';
+import type {Errors as OclifErrors} from '@oclif/core';
+import {chalk} from './color.js';
+import {Command, Errors} from './oclif.js';
 import {BpfError} from '../bpf/errors.js';
 import {FfiLoadError} from '../ffi/libc.js';
 import {SklError} from '../sys/errors.js';
@@ -13,17 +14,27 @@ export function describeError(err: unknown): {message: string; code: number} {
   if (err instanceof SklError) return {message: err.message, code: err.exitCode};
   if (err instanceof BpfError || err instanceof FfiLoadError) return {message: err.message, code: EXIT_FAILURE};
   if (err instanceof Errors.CLIError) {
-    const exit = (err as Errors.CLIError & {oclif?: {exit?: number}}).oclif?.exit;
-    // flag parsing errors: keep the first meaningful line
-    const first = err.message.split('\n').find((l) => l.trim()) ?? err.message;
-    return {message: `${first.trim()} (see --help)`, code: exit === 2 || exit === undefined ? EXIT_USAGE : exit};
+    const exit = (err as OclifErrors.CLIError & {oclif?: {exit?: number}}).oclif?.exit;
+    return {message: `${parseErrorLine(err.message)} (see --help)`, code: exit === 2 || exit === undefined ? EXIT_USAGE : exit};
   }
   const e = err as Error;
   return {message: `unexpected error: ${e?.message ?? String(err)} (please report this)`, code: EXIT_FAILURE};
 }
 
-// chalk 5 ignores NO_COLOR (https://no-color.org): honour it for every command.
-if (process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '') chalk.level = 0;
+/**
+ * oclif's flag/argument errors span several lines ("The following error occurred:\n  Missing
+ * required flag pid\nSee more help with --help", "Parsing --fd\n\tExpected an integer ..."): the
+ * whole of what they say, on one line.
+ */
+export function parseErrorLine(message: string): string {
+  const lines = message
+    .split('\n')
+    .map((l) => l.trim().replace(/\s+/g, ' '))
+    .filter((l) => l !== '' && !/^See more help with --help\.?$/.test(l));
+  if (lines.length > 1 && /^The following errors? occurred:$/.test(lines[0])) return lines.slice(1).join('; ');
+  const [head = message.trim(), ...rest] = lines;
+  return rest.length ? `${head}${head.endsWith(':') ? ' ' : ': '}${rest.join('; ')}` : head;
+}
 
 export abstract class SklCommand extends Command {
   protected override async catch(err: Error & {exitCode?: number}): Promise<void> {
@@ -31,6 +42,9 @@ export abstract class SklCommand extends Command {
     if (err instanceof Errors.ExitError) throw err;
     if ((err as {code?: string}).code === 'EEXIT') throw err;
     const {message, code} = describeError(err);
+    // a flag error was parsing's own failure: without this, oclif adds a misleading "did not parse
+    // its arguments" warning (two more stderr lines) whenever NODE_ENV is development or test
+    this.parsed = true;
     process.stderr.write(`${chalk.red('error:')} ${message}\n`);
     if (process.env.SKL_DEBUG && err?.stack) process.stderr.write(`${err.stack}\n`);
     process.exitCode = code;

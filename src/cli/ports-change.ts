@@ -1,5 +1,5 @@
 /** `skl ports add|remove`: one implementation, two commands. */
-import {Flags} from '@oclif/core';
+import {Flags} from './oclif.js';
 import {SklCommand} from './base.js';
 import {ok} from './render.js';
 import {changePorts} from '../dispatcher/api.js';

@@ -1,5 +1,5 @@
 /** Rendering helpers shared by commands (chalk honours NO_COLOR / FORCE_COLOR). */
-import chalk from 'chalk';
+import {chalk} from './color.js';
 
 /** A plain text table: header row + rows, columns padded to width. */
 export function table(header: string[], rows: string[][]): string {

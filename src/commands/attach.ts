@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core';
+import {Flags} from '../cli/oclif.js';
 import {SklCommand} from '../cli/base.js';
 import {jsonFlag, netnsFlag} from '../cli/flags.js';
 import {dim, note, ok} from '../cli/render.js';

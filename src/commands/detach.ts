@@ -1,4 +1,4 @@
-import {Args, Flags} from '@oclif/core';
+import {Args, Flags} from '../cli/oclif.js';
 import {SklCommand} from '../cli/base.js';
 import {jsonFlag, netnsFlag} from '../cli/flags.js';
 import {note, ok} from '../cli/render.js';

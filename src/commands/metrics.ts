@@ -1,5 +1,5 @@
 import {readFileSync, renameSync, writeFileSync} from 'node:fs';
-import {Flags} from '@oclif/core';
+import {Flags} from '../cli/oclif.js';
 import {SklCommand} from '../cli/base.js';
 import {netnsFlag} from '../cli/flags.js';
 import {status} from '../dispatcher/api.js';

@@ -1,5 +1,5 @@
-import {Args} from '@oclif/core';
-import chalk from 'chalk';
+import {Args} from '../cli/oclif.js';
+import {chalk} from '../cli/color.js';
 import {SklCommand} from '../cli/base.js';
 import {jsonFlag, netnsFlag} from '../cli/flags.js';
 import {bad, dim, ellipsize, note, ok, table} from '../cli/render.js';

@@ -1,5 +1,6 @@
-import {Args, Flags} from '@oclif/core';
-import chalk, {Chalk, chalkStderr, type ChalkInstance} from 'chalk';
+import type {ChalkInstance} from 'chalk';
+import {Args, Flags} from '../cli/oclif.js';
+import {chalk, Chalk, chalkStderr} from '../cli/color.js';
 import {SklCommand} from '../cli/base.js';
 import {SklError, UsageError} from '../sys/errors.js';
 import {

@@ -250,6 +250,8 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
           const addresses = opts.addresses ?? (existing ? existing.state.filters(existing.slot) : []).map((f) => ({...f, text: prefixText(f.addr, f.prefixLen)}));
 
           let pinned = all.find((d) => d.kind === 'pinned');
+          // a dispatcher whose link is gone steers nothing: writing to it would be a silent no-op
+          if (pinned?.damage) throw new SklError(`cannot attach: skl's pinned state in ${store.dir} is damaged: ${pinned.damage}`);
           const created = !pinned;
           pinned ??= store.createPinned();
           if (created) all.push(pinned);
@@ -285,13 +287,22 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
 function replaceSlot(d: DispatcherState, slot: number, t: Target, meta: TargetMeta, ports: number[], addresses: AddressPrefix[]): void {
   const table = d.portTable();
   const v = portValue(slot, accepts(t), addresses.length > 0);
-  d.setFilters(slot, addresses);
-  d.setSocket(slot, t.fd);
+  // Filter prefixes: the new ones first (all or nothing), the old ones only once the ports no
+  // longer rely on them; a failure before the socket is swapped leaves the attachment as it was.
+  const previous = d.filters(slot);
+  d.addFilters(slot, addresses);
+  try {
+    d.setSocket(slot, t.fd);
+  } catch (error) {
+    d.pruneFilters(slot, previous);
+    throw error;
+  }
   const want = new Set(ports.map((p) => portIndex(t.proto, p)));
   const writes: [number, number][] = [...want].map((i) => [i, v]);
   for (const [index, s] of table) if (s === slot && !want.has(index)) writes.push([index, 0]);
   d.writePorts(writes);
   d.writeMeta(slot, meta);
+  d.pruneFilters(slot, addresses);
 }
 
 export interface ForegroundAttachment extends AttachResult {
@@ -437,6 +448,7 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[],
         const entry = c.names.get(name);
         if (!entry) throw new SklError(`no attachment named ${name} in this network namespace (see skl status)`);
         if (entry.state.kind === 'foreground') throw new SklError(`${name} is a foreground attachment; its ports are fixed while it runs`);
+        if (op === 'add' && entry.state.damage) throw new SklError(`cannot add ports: skl's pinned state in ${store.dir} is damaged: ${entry.state.damage}`);
         const {state: d, slot, meta} = entry;
         const current = new Set(d.portsOf(slot)[meta.proto]);
         if (op === 'add') {
@@ -465,58 +477,63 @@ export function status(opts: CommonOptions & {name?: string} = {}): Promise<Stat
   if (opts.name !== undefined) validateName(opts.name);
   return withNetns(opts.netns, async (ns) => {
     const store = new Store(ns, opts);
-    let damaged: string | undefined;
-    let all: DispatcherState[];
-    try {
-      all = openAll(store);
-      damaged = all.find((d) => d.kind === 'pinned')?.damage;
-    } catch (error) {
-      if (!(error instanceof SklError)) throw error;
-      damaged = error.message;
-      all = store.foreground();
-    }
-    try {
-      const attachments: AttachmentStatus[] = [];
-      for (const d of all) {
-        const table = d.portTable();
-        for (const s of d.slots()) {
-          if (s.state !== SLOT_READY) continue;
-          if (opts.name !== undefined && s.name !== opts.name) continue;
-          const ports = d.portsOf(s.slot, table)[s.proto];
-          const c = d.counters(s.slot);
-          attachments.push({
-            name: s.name,
-            pid: s.pid,
-            command: s.comm,
-            protocol: s.proto,
-            listener: listenerText(s),
-            ports,
-            portsText: compressPorts(ports),
-            alive: d.socketAlive(s.slot),
-            processAlive: processAlive(s.pid),
-            redirected: c.redirected,
-            missed: c.missed,
-            filtered: c.filtered,
-            addresses: d.filters(s.slot).map((f) => prefixText(f.addr, f.prefixLen)),
-            mode: d.kind === 'pinned' ? 'persistent' : 'foreground',
-            ...(d.kind === 'foreground' ? {ownerPid: s.ownerPid} : {}),
-            createdAt: new Date(Number(s.createdNs / 1_000_000n)).toISOString(),
-            netnsIno: ns.ino,
-          });
-        }
-      }
-      if (opts.name !== undefined && attachments.length === 0) throw new SklError(`no attachment named ${opts.name} in this network namespace`);
-      attachments.sort((a, b) => a.name.localeCompare(b.name));
-      return {
-        netns: ns.path,
-        netnsIno: ns.ino,
-        dispatcher: all.some((d) => d.kind === 'pinned'),
-        ...(damaged ? {damaged} : {}),
-        attachments,
-        notices: [...store.notices],
-      };
-    } finally {
-      closeAll(all);
-    }
+    // under the lock: a consistent snapshot (never a dispatcher half created or removed), repaired first
+    return store.locked(() => statusLocked(ns, store, opts.name));
   });
+}
+
+function statusLocked(ns: Netns, store: Store, name: string | undefined): StatusReport {
+  let damaged: string | undefined;
+  let all: DispatcherState[];
+  try {
+    all = openAll(store);
+    damaged = all.find((d) => d.kind === 'pinned')?.damage;
+  } catch (error) {
+    if (!(error instanceof SklError)) throw error;
+    damaged = error.message;
+    all = store.foreground();
+  }
+  try {
+    const attachments: AttachmentStatus[] = [];
+    for (const d of all) {
+      const table = d.portTable();
+      for (const s of d.slots()) {
+        if (s.state !== SLOT_READY) continue;
+        if (name !== undefined && s.name !== name) continue;
+        const ports = d.portsOf(s.slot, table)[s.proto];
+        const c = d.counters(s.slot);
+        attachments.push({
+          name: s.name,
+          pid: s.pid,
+          command: s.comm,
+          protocol: s.proto,
+          listener: listenerText(s),
+          ports,
+          portsText: compressPorts(ports),
+          alive: d.socketAlive(s.slot),
+          processAlive: processAlive(s.pid),
+          redirected: c.redirected,
+          missed: c.missed,
+          filtered: c.filtered,
+          addresses: d.filters(s.slot).map((f) => prefixText(f.addr, f.prefixLen)),
+          mode: d.kind === 'pinned' ? 'persistent' : 'foreground',
+          ...(d.kind === 'foreground' ? {ownerPid: s.ownerPid} : {}),
+          createdAt: new Date(Number(s.createdNs / 1_000_000n)).toISOString(),
+          netnsIno: ns.ino,
+        });
+      }
+    }
+    if (name !== undefined && attachments.length === 0) throw new SklError(`no attachment named ${name} in this network namespace`);
+    attachments.sort((a, b) => a.name.localeCompare(b.name));
+    return {
+      netns: ns.path,
+      netnsIno: ns.ino,
+      dispatcher: all.some((d) => d.kind === 'pinned'),
+      ...(damaged ? {damaged} : {}),
+      attachments,
+      notices: [...store.notices],
+    };
+  } finally {
+    closeAll(all);
+  }
 }

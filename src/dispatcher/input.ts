@@ -32,9 +32,19 @@ function truncate(s: string): string {
   return s.length > 40 ? `${s.slice(0, 37)}...` : s;
 }
 
+/** Distinct values, ascending. Port numbers (up to all 65,535 of them) through a bitmap: no sort. */
+function sortedUnique(ports: readonly number[]): number[] {
+  if (!ports.every((p) => Number.isInteger(p) && p >= 0 && p <= 65535)) return [...new Set(ports)].sort((a, b) => a - b);
+  const seen = new Uint8Array(65536);
+  for (let i = 0; i < ports.length; i++) seen[ports[i]] = 1;
+  const out: number[] = [];
+  for (let p = 0; p < 65536; p++) if (seen[p]) out.push(p);
+  return out;
+}
+
 /** [80, 443, 8000, 8001, 8002] → "80,443,8000-8002". */
 export function compressPorts(ports: readonly number[]): string {
-  const sorted = [...ports].sort((a, b) => a - b);
+  const sorted = sortedUnique(ports);
   const parts: string[] = [];
   for (let i = 0; i < sorted.length; ) {
     let j = i;
@@ -129,7 +139,9 @@ function parseV6(ip: string): Uint8Array {
 export function parseListener(text: string): {address?: string; port: number} {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|\*)?):(\d{1,5})$/.exec(text.trim());
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > MAX_PORT) throw new UsageError(`invalid --listener ${JSON.stringify(truncate(text))}: use ADDR:PORT, [V6ADDR]:PORT or :PORT`);
+  // a bracketed address must be IPv6, a bare one IPv4 (or * / nothing: any address)
+  const badAddress = m !== null && (m[1] !== undefined ? isIP(m[1]) !== 6 : m[2] !== undefined && m[2] !== '*' && isIP(m[2]) !== 4);
+  if (!m || badAddress || port < 1 || port > MAX_PORT) throw new UsageError(`invalid --listener ${JSON.stringify(truncate(text))}: use ADDR:PORT, [V6ADDR]:PORT or :PORT`);
   const address = m[1] ?? (m[2] === '*' ? undefined : m[2]);
   return {address, port};
 }

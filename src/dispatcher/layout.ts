@@ -45,8 +45,12 @@ export interface TargetMeta {
   name: string;
 }
 
+/**
+ * A fixed-size, NUL-padded text field (like the kernel's comm): text of exactly `size` bytes fills
+ * it with no NUL, so a 64-character name fits `char name[64]` (readCString stops at the field's end).
+ */
 function writeCString(buf: Buffer, offset: number, size: number, text: string): void {
-  const bytes = Buffer.from(text, 'utf8').subarray(0, size - 1);
+  const bytes = Buffer.from(text, 'utf8').subarray(0, size);
   bytes.copy(buf, offset);
 }
 function readCString(buf: Buffer, offset: number, size: number): string {

@@ -6,6 +6,8 @@ import {readFileSync} from 'node:fs';
 import {fileURLToPath} from 'node:url';
 import {BpfMap, u32Key, numPossibleCpus} from '../bpf/map.js';
 import {BPF_ANY} from '../bpf/map.js';
+import {BpfError, errorFor} from '../bpf/errors.js';
+import {SklError} from '../sys/errors.js';
 import type {Proto} from '../sys/sockets.js';
 import {
   ADDR_KEY_SIZE,
@@ -23,6 +25,10 @@ import {
   valueSlot,
   type TargetMeta,
 } from './layout.js';
+
+const EINVAL = 22;
+const ENOSPC = 28;
+const E2BIG = 7;
 
 export const MAP_NAMES = ['add_ports', 'target_socket', 'counters', 'allowed_addrs', 'target_meta'] as const;
 export type MapName = (typeof MAP_NAMES)[number];
@@ -61,6 +67,16 @@ export class DispatcherState {
   /** Every claimed (protocol, port) index → slot, read with one batch lookup. */
   portTable(): Map<number, number> {
     const owners = new Map<number, number>();
+    const words = this.portWords();
+    if (words) {
+      // add_ports is memory-mapped: read it in place, no syscall
+      const stride = this.maps.add_ports.elementStride / 4;
+      for (let i = 0, n = this.maps.add_ports.maxEntries; i < n; i++) {
+        const v = words[i * stride];
+        if (v !== 0) owners.set(i, valueSlot(v));
+      }
+      return owners;
+    }
     this.maps.add_ports.lookupAll((keys, values, count) => {
       for (let i = 0; i < count; i++) {
         const v = values.readUInt32LE(i * 4);
@@ -81,8 +97,10 @@ export class DispatcherState {
     const out: SlotRecord[] = [];
     this.maps.target_meta.lookupAll((_keys, values, count) => {
       for (let i = 0; i < count; i++) {
+        // state is the record's first field: decode only the slots in use
+        if (values.readUInt32LE(i * META_SIZE) === SLOT_FREE) continue;
         const meta = decodeMeta(values.subarray(i * META_SIZE, (i + 1) * META_SIZE));
-        if (meta.state !== SLOT_FREE) out.push({...meta, slot: _keys.readUInt32LE(i * 4)});
+        out.push({...meta, slot: _keys.readUInt32LE(i * 4)});
       }
     }, MAX_TARGETS);
     return out;
@@ -133,35 +151,102 @@ export class DispatcherState {
     this.maps.target_socket.update(u32Key(slot), v, BPF_ANY);
   }
 
+  /** Remove the slot's socket; nothing to do when it is gone already (its target closed it). */
   deleteSocket(slot: number): void {
-    this.maps.target_socket.delete(u32Key(slot));
+    try {
+      this.maps.target_socket.delete(u32Key(slot));
+    } catch (error) {
+      // a SOCKMAP reports an empty slot as EINVAL, not ENOENT
+      if (error instanceof BpfError && error.errno === EINVAL && !this.socketAlive(slot)) return;
+      throw error;
+    }
   }
 
   resetCounters(slot: number): void {
     this.maps.counters.update(u32Key(slot), Buffer.alloc(this.maps.counters.perCpuStride * numPossibleCpus()));
   }
 
+  /** Make the slot's filter exactly `prefixes`: the new ones first, so there is no moment it drops everything. */
   setFilters(slot: number, prefixes: {addr: Uint8Array; prefixLen: number}[]): void {
-    this.clearFilters(slot);
+    this.addFilters(slot, prefixes);
+    this.pruneFilters(slot, prefixes);
+  }
+
+  /**
+   * Add the prefixes the slot's filter lacks. All or nothing: when the table (shared by every
+   * slot) is full, what was added is removed again and the filter is as it was.
+   */
+  addFilters(slot: number, prefixes: {addr: Uint8Array; prefixLen: number}[]): void {
+    const have = new Set(this.filterKeys(slot).map((k) => k.toString('hex')));
+    const added: Buffer[] = [];
     const one = Buffer.from([1]);
-    for (const p of prefixes) this.maps.allowed_addrs.update(encodeAddrKey(slot, p.addr, p.prefixLen), one);
+    try {
+      for (const p of prefixes) {
+        const key = encodeAddrKey(slot, p.addr, p.prefixLen);
+        if (have.has(key.toString('hex'))) continue;
+        this.maps.allowed_addrs.update(key, one);
+        have.add(key.toString('hex'));
+        added.push(key);
+      }
+    } catch (error) {
+      for (const k of added) this.maps.allowed_addrs.delete(k);
+      if (error instanceof BpfError && error.errno === ENOSPC) {
+        throw new SklError(`too many --address prefixes: the namespace's filters hold ${this.maps.allowed_addrs.maxEntries} in all`);
+      }
+      throw error;
+    }
+  }
+
+  /** Remove the slot's filter prefixes that are not in `keep`. */
+  pruneFilters(slot: number, keep: {addr: Uint8Array; prefixLen: number}[]): void {
+    const wanted = new Set(keep.map((p) => encodeAddrKey(slot, p.addr, p.prefixLen).toString('hex')));
+    for (const k of this.filterKeys(slot)) if (!wanted.has(k.toString('hex'))) this.maps.allowed_addrs.delete(k);
   }
 
   clearFilters(slot: number): void {
-    const mine = [...this.maps.allowed_addrs.keys()].filter((k) => decodeAddrKey(k).slot === slot);
-    for (const k of mine) this.maps.allowed_addrs.delete(k);
+    this.pruneFilters(slot, []);
+  }
+
+  private filterKeys(slot: number): Buffer[] {
+    return [...this.maps.allowed_addrs.keys()].filter((k) => decodeAddrKey(k).slot === slot);
   }
 
   /** Set add_ports[index] = value for many indices in one batch syscall. */
   writePorts(entries: [index: number, value: number][]): void {
     if (entries.length === 0) return;
+    const words = this.portWords();
+    const max = this.maps.add_ports.maxEntries;
+    if (words) {
+      // add_ports is memory-mapped: one aligned 4-byte store per entry (what a single-element
+      // update does too); the program sees each entry as soon as it is stored
+      // (indexed loops: this runs once per command, before the JIT has warmed up)
+      const stride = this.maps.add_ports.elementStride / 4;
+      const n = entries.length;
+      for (let i = 0; i < n; i++) {
+        const k = entries[i][0];
+        if (!(k >= 0 && k < max)) throw errorFor('map update', E2BIG, `add_ports (index ${k})`);
+      }
+      for (let i = 0; i < n; i++) {
+        const e = entries[i];
+        words[e[0] * stride] = e[1] >>> 0;
+      }
+      return;
+    }
     const keys = Buffer.alloc(entries.length * 4);
     const values = Buffer.alloc(entries.length * 4);
-    entries.forEach(([k, v], i) => {
-      keys.writeUInt32LE(k, i * 4);
-      values.writeUInt32LE(v >>> 0, i * 4);
-    });
+    const k32 = new Uint32Array(keys.buffer, keys.byteOffset, entries.length);
+    const v32 = new Uint32Array(values.buffer, values.byteOffset, entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      k32[i] = entries[i][0]; // little-endian host (skl refuses others)
+      v32[i] = entries[i][1] >>> 0;
+    }
     this.maps.add_ports.updateBatch(keys, values, entries.length);
+  }
+
+  /** add_ports as 32-bit words, when the map is memory-mapped (see bpf/sk_dispatch.c). */
+  private portWords(): Uint32Array | undefined {
+    const mem = this.maps.add_ports.mapped();
+    return mem && new Uint32Array(mem.buffer, mem.byteOffset, mem.byteLength / 4);
   }
 
   /** Ports of a slot, grouped by protocol. */

@@ -3,7 +3,7 @@
  * atomically (pinned in a scratch directory, then renamed), and foreground ones found through the
  * kernel's list of links. Also repairs what an interrupted skl left behind.
  */
-import {existsSync, readdirSync, renameSync, rmdirSync, unlinkSync} from 'node:fs';
+import {accessSync, constants, existsSync, readdirSync, renameSync, rmdirSync, unlinkSync} from 'node:fs';
 import {BpfObject} from '../bpf/object.js';
 import {BpfMap} from '../bpf/map.js';
 import {Link} from '../bpf/link.js';
@@ -11,7 +11,6 @@ import {BpfError} from '../bpf/errors.js';
 import {libbpf} from '../ffi/index.js';
 import {close as closeFd} from '../ffi/libc.js';
 import {BPF_LINK_TYPE_NETNS, linkIds, linkInfoByFd, mapInfoByFd, progInfoByFd, progMapIds} from '../bpf/info.js';
-import {processAlive} from '../sys/proc.js';
 import {ensureBpffs, mkdirBpffs} from '../sys/bpffs.js';
 import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
@@ -45,6 +44,13 @@ export class Store {
     const st = ensureBpffs(this.bpffs);
     if (st.mountedNow) this.notices.push(`mounted a BPF filesystem at ${this.bpffs}`);
     this.root = `${this.bpffs}/skl`;
+    // skl's directory is root's only (0700): without access, "no dispatcher here" would be a lie
+    try {
+      if (existsSync(this.root)) accessSync(this.root, constants.R_OK | constants.X_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      throw new SklError(`cannot read skl's state in ${this.root} (${code}): it is accessible to root only; run skl as root`);
+    }
   }
 
   get dir(): string {
@@ -129,17 +135,38 @@ export class Store {
     removeIfEmpty(this.root);
   }
 
-  /** Remove state an interrupted skl left: scratch directories of dead processes, pending slots. */
+  /**
+   * Remove what an interrupted skl left in this namespace (scratch directories, pending slots, an
+   * empty dispatcher) and the pins of namespaces that are gone. Runs under the lock, so nothing
+   * found half-made is in progress. Best effort: what cannot be repaired is reported, not fatal.
+   */
   private repair(): void {
     if (!existsSync(this.root)) return;
-    for (const entry of readdirSync(this.root)) {
-      const m = /^(\d+)-new-(\d+)$/.exec(entry);
-      if (m && !processAlive(Number(m[2]))) {
-        removePins(`${this.root}/${entry}`);
-        this.notices.push(`removed a half-made dispatcher left by an interrupted skl (pid ${m[2]})`);
-      }
+    try {
+      this.repairNamespace();
+    } catch (error) {
+      this.notices.push(`could not repair skl's state in ${this.dir}: ${(error as Error).message}; if it persists, run skl detach --all${this.netnsFlag()}`);
     }
     removeIfEmpty(this.root);
+  }
+
+  private repairNamespace(): void {
+    const own = String(this.netns.ino);
+    for (const entry of readdirSync(this.root)) {
+      const m = /^(\d+)(?:-new-(\d+))?$/.exec(entry);
+      if (!m) continue;
+      const path = `${this.root}/${entry}`;
+      if (m[1] === own && m[2] !== undefined) {
+        // dispatchers are only created under the lock: any scratch directory is left over
+        removePins(path);
+        this.notices.push(`removed a half-made dispatcher left by an interrupted skl (pid ${m[2]})`);
+      } else if (linkDetached(path)) {
+        // the kernel detaches a namespace's links when it goes away: these pins can never steer
+        // again, and a new namespace may get the same inode (another namespace's: silently)
+        removePins(path);
+        if (m[1] === own) this.notices.push(`removed the stale dispatcher of an earlier network namespace with this inode (${own}); its link was no longer attached`);
+      }
+    }
     if (!existsSync(this.dir)) return;
     let st: DispatcherState | undefined;
     try {
@@ -149,9 +176,10 @@ export class Store {
     }
     if (!st) return;
     try {
-      const table = st.portTable();
+      let table: Map<number, number> | undefined; // read only when there is something to roll back
       for (const s of st.slots()) {
         if (s.state === SLOT_PENDING) {
+          table ??= st.portTable();
           st.clearSlot(s.slot, table);
           this.notices.push(`rolled back attachment ${s.name}, left half-made by an interrupted skl`);
         }
@@ -176,6 +204,21 @@ export class Store {
       }
       return true;
     });
+  }
+}
+
+/** The directory has a link pin whose link is no longer attached to any namespace. */
+function linkDetached(dir: string): boolean {
+  if (!existsSync(`${dir}/link`)) return false;
+  let link: Link | undefined;
+  try {
+    link = Link.openPinned(`${dir}/link`);
+    const info = link.info();
+    return info.type === BPF_LINK_TYPE_NETNS && info.netnsIno === 0;
+  } catch {
+    return false;
+  } finally {
+    link?.close();
   }
 }
 

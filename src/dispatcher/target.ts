@@ -5,6 +5,7 @@ import {SklError, UsageError} from '../sys/errors.js';
 import {processInfo} from '../sys/proc.js';
 import {serverSocketsOf, socketFdInfo, type ProcessSocket, type Proto} from '../sys/sockets.js';
 import {socketNetnsIno} from '../sys/netns.js';
+import {parseAddress} from './input.js';
 
 export interface TargetSpec {
   pid: number;
@@ -30,9 +31,9 @@ export interface Target {
 const sockText = (s: ProcessSocket): string => `fd ${s.fd} ${s.family === 6 ? `[${s.address}]` : s.address}:${s.port}`;
 const kind = (proto: Proto): string => (proto === 'tcp' ? 'listening TCP' : 'unconnected UDP');
 
+/** The same IP however it is spelt ("::1" = "0:0::1"; an IPv4 address = its v4-mapped IPv6 form). */
 function sameAddress(a: string, b: string): boolean {
-  const norm = (x: string) => x.toLowerCase().replace(/^::ffff:/, '');
-  return norm(a) === norm(b);
+  return Buffer.from(parseAddress(a).addr).equals(parseAddress(b).addr);
 }
 
 function candidates(spec: TargetSpec): ProcessSocket[] {
@@ -44,7 +45,7 @@ function candidates(spec: TargetSpec): ProcessSocket[] {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ESRCH') throw new SklError(`process ${spec.pid} exited`);
-    if (code === 'EACCES' || code === 'EPERM') throw new SklError(`not permitted to inspect process ${spec.pid}'s sockets: run as root`);
+    if (code === 'EACCES' || code === 'EPERM') throw new SklError(`not permitted to inspect process ${spec.pid}'s sockets: needs ptrace access to it (CAP_SYS_PTRACE): run as root`);
     throw error;
   }
 }

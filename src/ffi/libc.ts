@@ -41,6 +41,8 @@ const ioctlv = libc.func('int ioctl(int fd, unsigned long request, ...)') as (..
 /** ioctl without argument (NS_GET_NSTYPE, SIOCGSKNS returns a new fd). */
 export const ioctl0 = (fd: number, request: number): number => ioctlv(fd, request);
 export const socket = fn<[number, number, number], number>('int socket(int domain, int type, int protocol)');
+export const send = fn<[number, Buffer, number, number], number>('long send(int fd, const void *buf, size_t len, int flags)');
+export const recv = fn<[number, Buffer, number, number], number>('long recv(int fd, _Out_ void *buf, size_t len, int flags)');
 export const bind = fn<[number, Buffer, number], number>('int bind(int fd, const void *addr, uint32_t addrlen)');
 /** msgvec: native memory (see allocZero) holding `vlen` struct mmsghdr (64 bytes each on LP64). */
 export const sendmmsg = fn<[number, bigint, number, number], number>('int sendmmsg(int fd, void *msgvec, unsigned int vlen, int flags)');
@@ -49,6 +51,14 @@ export const mount = fn<[string, string, string, number, null], number>(
   'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)',
 );
 export const geteuid = fn<[], number>('uint32_t geteuid(void)');
+export const mmap = fn<[bigint | null, number, number, number, number, number], bigint>(
+  'void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)',
+);
+export const munmap = fn<[bigint, number], number>('int munmap(void *addr, size_t length)');
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MAP_FAILED = 0xffffffffffffffffn;
 
 const vsnprintf_ = fn<[Buffer, number, string, bigint], number>('int vsnprintf(_Out_ char *buf, size_t size, const char *fmt, void *ap)');
 /** Format a C format string with a va_list (a pointer on x86_64/aarch64 SysV). */

@@ -16,14 +16,28 @@ export function fsMagic(path: string): number | undefined {
 
 export const isBpffs = (path: string): boolean => fsMagic(path) === BPFFS_MAGIC;
 
-function inInitMountNamespace(): boolean {
-  // PID 1's namespace may be unreadable (it is on some VMs and sandboxes, even for root), so
-  // recognise `ip netns exec` by its own /sys mount as well.
+/** Inode of the initial mount namespace on Linux ≥6.18 (PROC_MNT_INIT_INO); dynamic before. */
+const MNT_NS_INIT_INO = 0xeffffff8;
+
+/**
+ * Whether this process is in the host's (initial) mount namespace, where a bpffs mounted now
+ * outlives skl. Only a positive answer counts: a mount made in a private namespace (`unshare -m`,
+ * `ip netns exec`, a container) dies with it and takes every pin with it.
+ */
+export function inInitMountNamespace(): boolean {
   if (ipNetnsExecName() !== undefined) return false;
+  let self: string;
   try {
-    return readlinkSync('/proc/self/ns/mnt') === readlinkSync('/proc/1/ns/mnt');
+    self = readlinkSync('/proc/self/ns/mnt');
   } catch {
-    return true;
+    return false;
+  }
+  try {
+    return self === readlinkSync('/proc/1/ns/mnt');
+  } catch {
+    // PID 1's namespace may be unreadable (it is on some VMs and sandboxes, even for root):
+    // recent kernels give the initial namespace a fixed inode; without that, we cannot tell.
+    return self === `mnt:[${MNT_NS_INIT_INO}]`;
   }
 }
 
@@ -44,8 +58,11 @@ export function ensureBpffs(root = DEFAULT_BPFFS, {mount = true} = {}): BpffsSta
   if (isBpffs(root) && ipNetnsExecName() === undefined) return {path: root, mounted: true, mountedNow: false};
   const exists = fsMagic(root) !== undefined;
   if (!inInitMountNamespace()) {
+    const netnsExec = ipNetnsExecName();
     throw new SklError(
-      `${root} is not a BPF filesystem in this private mount namespace (are you under 'ip netns exec'?); pins made here would vanish — run skl outside it with --netns /run/netns/NAME`,
+      netnsExec !== undefined
+        ? `${root} is not the host's BPF filesystem under 'ip netns exec ${netnsExec}' (a private mount namespace): pins made here would vanish with the command; run skl outside it with --netns /run/netns/${netnsExec}`
+        : `${root} is not a BPF filesystem, and skl cannot tell that this is the host's mount namespace (a bpffs mounted in a private one vanishes with it, pins and all); mount it in the host's with: mount -t bpf bpf ${root}`,
     );
   }
   if (!mount || !exists) {

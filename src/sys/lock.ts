@@ -1,5 +1,5 @@
 /** An advisory lock (flock) guarding writes to skl's pinned state. */
-import {closeSync, openSync} from 'node:fs';
+import {closeSync, constants, fstatSync, openSync} from 'node:fs';
 import {libc} from '../ffi/index.js';
 import {SklError} from './errors.js';
 
@@ -22,9 +22,14 @@ export async function withLock<T>(path: string, fn: () => Promise<T> | T, timeou
 export function lock(path: string, timeoutMs = 15000): number {
   let fd: number;
   try {
-    fd = openSync(path, 'a', 0o600);
+    // no symlinks, never block on a FIFO: the path may come from the environment (SKL_LOCK_FILE)
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
   } catch (error) {
     throw new SklError(`cannot open the lock file ${path} (${(error as NodeJS.ErrnoException).code}): run as root`);
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new SklError(`the lock file ${path} is not a regular file; remove it`);
   }
   const deadline = Date.now() + timeoutMs;
   for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {

@@ -1,5 +1,5 @@
 /** Process facts from /proc. */
-import {readFileSync, statSync} from 'node:fs';
+import {readFileSync} from 'node:fs';
 
 export interface ProcessInfo {
   pid: number;
@@ -23,10 +23,12 @@ export function processInfo(pid: number): ProcessInfo | undefined {
   }
 }
 
+/** Whether the process exists and has not exited: a zombie (dead, not yet reaped) has exited. */
 export function processAlive(pid: number): boolean {
   try {
-    statSync(`/proc/${pid}`);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state !== 'Z' && state !== 'X';
   } catch {
     return false;
   }

@@ -1,6 +1,10 @@
-/** Socket discovery: which sockets a process holds, from /proc/PID/fd and /proc/PID/net/*. */
-import {readdirSync, readFileSync, readlinkSync} from 'node:fs';
+/**
+ * Socket discovery: which sockets a process holds, from /proc/PID/fd, and which server sockets a
+ * namespace has, from sock_diag (./sockdiag.ts) or /proc/PID/net/*.
+ */
+import {readdirSync, readFileSync, readlinkSync, statSync} from 'node:fs';
 import {libc} from '../ffi/index.js';
+import {diagServerSockets} from './sockdiag.js';
 
 export type Proto = 'tcp' | 'udp';
 export type Family = 4 | 6;
@@ -118,8 +122,9 @@ export function socketInodesOf(pid: number): Map<number, number> {
     let target: string;
     try {
       target = readlinkSync(`/proc/${pid}/fd/${name}`);
-    } catch {
-      continue; // closed meanwhile
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // closed meanwhile
+      throw error; // EACCES without ptrace access: "no sockets" would be a lie
     }
     const m = /^socket:\[(\d+)\]$/.exec(target);
     if (m && !map.has(Number(m[1]))) map.set(Number(m[1]), Number(name));
@@ -127,10 +132,25 @@ export function socketInodesOf(pid: number): Map<number, number> {
   return map;
 }
 
+/** Whether process `pid` is in the calling thread's network namespace (false when that cannot be told). */
+function inThisNetns(pid: number): boolean {
+  try {
+    return statSync(`/proc/${pid}/ns/net`).ino === statSync('/proc/thread-self/ns/net').ino;
+  } catch {
+    return false;
+  }
+}
+
+/** Server sockets of the calling thread's namespace: sock_diag (fast), else /proc/net/*. */
+function serverTablesHere(protos: Proto[]): SocketEntry[] {
+  return diagServerSockets(protos) ?? readTables('/proc/thread-self/net', protos);
+}
+
 /** Server sockets (listening TCP / unconnected UDP) a process holds, in its network namespace. */
 export function serverSocketsOf(pid: number, proto: Proto): ProcessSocket[] {
   const inodes = socketInodesOf(pid);
-  return readTables(`/proc/${pid}/net`, [proto])
+  const tables = inThisNetns(pid) ? serverTablesHere([proto]) : readTables(`/proc/${pid}/net`, [proto]);
+  return tables
     .filter((s) => isServerSocket(s) && inodes.has(s.inode))
     .map((s) => ({...s, fd: inodes.get(s.inode)!}))
     .sort((a, b) => a.fd - b.fd);
@@ -138,7 +158,7 @@ export function serverSocketsOf(pid: number, proto: Proto): ProcessSocket[] {
 
 /** Server sockets of the calling thread's network namespace (use inside Netns.run). */
 export function serverSocketsHere(protos: Proto[] = ['tcp', 'udp']): SocketEntry[] {
-  return readTables('/proc/thread-self/net', protos).filter(isServerSocket);
+  return serverTablesHere(protos).filter(isServerSocket);
 }
 
 /** All sockets (any state) of the calling thread's network namespace. */

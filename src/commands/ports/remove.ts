@@ -1,4 +1,4 @@
-import {Args} from '@oclif/core';
+import {Args} from '../../cli/oclif.js';
 import {PortsChangeCommand} from '../../cli/ports-change.js';
 import {jsonFlag, netnsFlag} from '../../cli/flags.js';
 

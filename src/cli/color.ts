@@ -1,0 +1,53 @@
+/**
+ * chalk (for stdout), chalkStderr and Chalk, honouring NO_COLOR for `chalk` (chalk 5 ignores it:
+ * https://no-color.org). In the light runtime (./fast.ts) chalk is only imported when its colours
+ * could be on at all: the stream a terminal, FORCE_COLOR, a --color/--no-color argument, or Azure
+ * Pipelines (chalk's own rules, which give level 0 — plain text — in every other case). Otherwise
+ * stand-ins return the text unchanged, as chalk at level 0 does.
+ */
+import type {Chalk as ChalkClass, ChalkInstance} from 'chalk';
+import {lightMode} from './mode.js';
+
+const noColor = process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '';
+
+function colourPossible(stream: NodeJS.WriteStream): boolean {
+  const env = process.env;
+  if ('FORCE_COLOR' in env || ('TF_BUILD' in env && 'AGENT_NAME' in env)) return true;
+  if (process.argv.some((a) => a.startsWith('--color') || a.startsWith('--no-color'))) return true;
+  return stream.isTTY === true;
+}
+
+/** chalk at level 0: every style returns its text (several arguments joined by spaces). */
+function plainChalk(): ChalkInstance {
+  const text = (...args: unknown[]): string => (args.length === 1 ? String(args[0]) : args.join(' '));
+  const styled: ChalkInstance = new Proxy(text, {
+    // every style name gives the same function; not a thenable, nothing for symbols
+    get: (_t, prop) => (prop === 'level' ? 0 : prop === 'then' || typeof prop === 'symbol' ? undefined : styled),
+    set: () => true,
+  }) as unknown as ChalkInstance;
+  return styled;
+}
+
+interface Colours {
+  chalk: ChalkInstance;
+  chalkStderr: ChalkInstance;
+  Chalk: typeof ChalkClass;
+}
+
+async function load(): Promise<Colours> {
+  if (lightMode() && !colourPossible(process.stdout) && !colourPossible(process.stderr)) {
+    // only level 0 can be asked for here: new Chalk({level: 0}) is plain too
+    const Plain = function Chalk() {
+      return plainChalk();
+    } as unknown as typeof ChalkClass;
+    return {chalk: plainChalk(), chalkStderr: plainChalk(), Chalk: Plain};
+  }
+  const m = await import('chalk');
+  if (noColor) m.default.level = 0;
+  return {chalk: m.default, chalkStderr: m.chalkStderr, Chalk: m.Chalk};
+}
+
+const colours = await load();
+export const chalk = colours.chalk;
+export const chalkStderr = colours.chalkStderr;
+export const Chalk = colours.Chalk;

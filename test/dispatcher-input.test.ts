@@ -1,0 +1,524 @@
+// Unit tests (no root): the dispatcher's input parsing (src/dispatcher/input.ts) and the binary
+// layout of its maps (src/dispatcher/layout.ts), checked against bpf/headers/skl.h and the BTF of
+// the committed bpf/sk_dispatch.o.
+import {spawnSync} from 'node:child_process';
+import {readFileSync} from 'node:fs';
+import {fileURLToPath} from 'node:url';
+import test from 'ava';
+import {
+  compressPorts,
+  defaultName,
+  parseAddress,
+  parseListener,
+  parsePid,
+  parsePorts,
+  validateName,
+} from '../src/dispatcher/input.js';
+import {
+  ADDR_KEY_SIZE,
+  COUNTER_FIELDS,
+  decodeAddrKey,
+  decodeMeta,
+  encodeAddrKey,
+  encodeMeta,
+  indexProto,
+  listenerText,
+  MAX_TARGETS,
+  META_SIZE,
+  PORT_ENTRIES,
+  PORT_F_FILTER,
+  PORT_F_V4,
+  PORT_F_V6,
+  PORT_SLOT_MASK,
+  portIndex,
+  portValue,
+  prefixText,
+  valueSlot,
+  type TargetMeta,
+} from '../src/dispatcher/layout.js';
+import {MAP_NAMES} from '../src/dispatcher/state.js';
+import {UsageError} from '../src/sys/errors.js';
+import {findExecutable, isCi} from './helpers/privileged.js';
+
+const repoFile = (rel: string): string => fileURLToPath(new URL(`../../${rel}`, import.meta.url));
+
+/** Assert that `fn` throws a UsageError (exit code 2) whose message matches `message`. */
+function usage(t: import('ava').ExecutionContext, fn: () => unknown, message?: RegExp, label?: string): void {
+  const err = t.throws(fn, {instanceOf: UsageError}, label);
+  if (err === undefined) return;
+  t.is((err as UsageError).exitCode, 2, label);
+  t.false(err.message.includes('\n'), `one line: ${label ?? ''}`);
+  if (message) t.regex(err.message, message, label);
+}
+
+const range = (lo: number, hi: number): number[] => Array.from({length: hi - lo + 1}, (_, i) => lo + i);
+
+// ---- ports ----
+
+test('parsePorts: single ports, lists and ranges, sorted and unique', t => {
+  t.deepEqual(parsePorts('8080'), [8080]);
+  t.deepEqual(parsePorts('443,80'), [80, 443]);
+  t.deepEqual(parsePorts('80,443,8000-8003'), [80, 443, 8000, 8001, 8002, 8003]);
+  t.deepEqual(parsePorts('9000-9000'), [9000]);
+  t.deepEqual(parsePorts(' 80 , 443 '), [80, 443], 'blanks around items are tolerated');
+  t.deepEqual(parsePorts('00080'), [80]);
+});
+
+test('parsePorts: duplicates and overlapping ranges collapse', t => {
+  t.deepEqual(parsePorts('80,80,80'), [80]);
+  t.deepEqual(parsePorts('79-81,80,81-82'), [79, 80, 81, 82]);
+  t.deepEqual(parsePorts('10-20,15-25'), range(10, 25));
+});
+
+test('parsePorts: the bounds 1 and 65535, and all 65,535 ports', t => {
+  t.deepEqual(parsePorts('1'), [1]);
+  t.deepEqual(parsePorts('65535'), [65535]);
+  t.deepEqual(parsePorts('1,65535'), [1, 65535]);
+  const all = parsePorts('1-65535');
+  t.is(all.length, 65535);
+  t.is(all[0], 1);
+  t.is(all[65534], 65535);
+  t.true(all.every((p, i) => p === i + 1));
+  t.is(parsePorts('1-100,50-65535').length, 65535);
+});
+
+test('parsePorts: invalid specs are usage errors naming the bad part', t => {
+  usage(t, () => parsePorts('0'), /port 0 .*out of range.*1-65535/);
+  usage(t, () => parsePorts('65536'), /port 65536 .*out of range/);
+  usage(t, () => parsePorts('0-10'), /port 0 /);
+  usage(t, () => parsePorts('65530-65536'), /port 65536 /);
+  usage(t, () => parsePorts('-1'), /invalid port "-1"/);
+  usage(t, () => parsePorts('abc'), /invalid port "abc"/);
+  usage(t, () => parsePorts('80,abc'), /invalid port "abc"/);
+  usage(t, () => parsePorts('10-5'), /invalid range 10-5.*did you mean 5-10/);
+  usage(t, () => parsePorts('1-2-3'), /invalid port "1-2-3"/);
+  usage(t, () => parsePorts(','), /invalid port ""/);
+  usage(t, () => parsePorts('80,'), /invalid port ""/);
+  usage(t, () => parsePorts('80,,81'), /invalid port ""/);
+  usage(t, () => parsePorts(''), /empty/);
+  usage(t, () => parsePorts('   '), /empty/);
+  usage(t, () => parsePorts('80 443'), /invalid port "80 443"/);
+  usage(t, () => parsePorts('80 - 90'), /invalid port/);
+  usage(t, () => parsePorts('123456'), /invalid port/);
+  for (const bad of ['+80', '0x50', '8e1', '80.0', '٨٠', '80-', '-', '1-']) usage(t, () => parsePorts(bad), /invalid port/, bad);
+});
+
+test('parsePorts: the message stays short for a huge spec', t => {
+  const huge = `${'1,'.repeat(5000)}x`;
+  const err = t.throws(() => parsePorts(huge), {instanceOf: UsageError});
+  t.true(err!.message.length < 300, err!.message);
+});
+
+test('compressPorts: ranges, singles, order and duplicates', t => {
+  t.is(compressPorts([]), '');
+  t.is(compressPorts([5]), '5');
+  t.is(compressPorts([1, 2, 3, 5, 7, 8]), '1-3,5,7-8');
+  t.is(compressPorts([8002, 80, 8000, 443, 8001]), '80,443,8000-8002');
+  t.is(compressPorts([3, 3, 4, 4, 6]), '3-4,6');
+  t.is(compressPorts(range(1, 65535)), '1-65535');
+  t.is(compressPorts([1, 65535]), '1,65535');
+});
+
+test('compressPorts and parsePorts round-trip', t => {
+  let seed = 12345;
+  const rand = (): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed;
+  };
+  for (let round = 0; round < 50; round++) {
+    const set = new Set<number>();
+    const n = 1 + (rand() % 200);
+    for (let i = 0; i < n; i++) {
+      const start = 1 + (rand() % 65535);
+      const len = rand() % 4 === 0 ? rand() % 50 : 0;
+      for (let p = start; p <= Math.min(65535, start + len); p++) set.add(p);
+    }
+    const ports = [...set].sort((a, b) => a - b);
+    t.deepEqual(parsePorts(compressPorts(ports)), ports);
+  }
+});
+
+// ---- names ----
+
+test('validateName accepts [A-Za-z0-9_.-]{1,64}', t => {
+  for (const ok of ['web', 'a', 'A-z_0.9', 'node-1234', '.hidden', 'x..y', 'n'.repeat(64)]) t.is(validateName(ok), ok);
+});
+
+test('validateName refuses paths, empty, too long, unicode and blanks', t => {
+  for (const bad of ['../x', 'a/b', '/abs', '', '.', '..', 'n'.repeat(65), 'café', 'α', 'web\u0000', 'a b', 'a\n', 'tab\t', 'x*', 'semi;colon']) {
+    usage(t, () => validateName(bad), /invalid name/, JSON.stringify(bad));
+  }
+});
+
+test('defaultName is "<comm>-<pid>", always a valid name', t => {
+  t.is(defaultName('node', 1234), 'node-1234');
+  t.is(defaultName('my prog/x', 7), 'my_prog_x-7');
+  t.is(defaultName('', 1), 'proc-1');
+  t.is(defaultName('ünïcode', 9), '_n_code-9');
+  for (const comm of ['kworker/0:1', 'x'.repeat(100), '../..', 'a b c', '\u0000']) {
+    t.notThrows(() => validateName(defaultName(comm, 4194304)), comm);
+  }
+});
+
+// ---- pid ----
+
+test('parsePid accepts process ids', t => {
+  t.is(parsePid('1'), 1);
+  t.is(parsePid(' 42 '), 42);
+  t.is(parsePid('4194304'), 4194304);
+});
+
+test('parsePid refuses anything else', t => {
+  for (const bad of ['0', '-1', 'abc', '1.5', '', ' ', '0x10', '1e3', '4194305', '12345678901', '12 34']) {
+    usage(t, () => parsePid(bad), /--pid/, JSON.stringify(bad));
+  }
+});
+
+// ---- addresses ----
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+test('parseAddress: IPv4 becomes a v4-mapped /128 prefix', t => {
+  const a = parseAddress('127.0.0.1');
+  t.is(hex(a.addr), '00000000000000000000ffff7f000001');
+  t.is(a.prefixLen, 128);
+  t.is(a.text, '127.0.0.1/32');
+  t.is(parseAddress(' 10.1.2.3 ').prefixLen, 128);
+});
+
+test('parseAddress: IPv4 prefixes count the 96 mapped bits and zero the host bits', t => {
+  const a = parseAddress('10.1.2.3/8');
+  t.is(a.prefixLen, 104);
+  t.is(hex(a.addr), '00000000000000000000ffff0a000000');
+  t.is(prefixText(a.addr, a.prefixLen), '10.0.0.0/8');
+  const b = parseAddress('192.0.2.255/31');
+  t.is(hex(b.addr), '00000000000000000000ffffc00002fe');
+  const any = parseAddress('0.0.0.0/0');
+  t.is(any.prefixLen, 96);
+  t.is(hex(any.addr), '00000000000000000000ffff00000000');
+  t.is(parseAddress('127.0.0.1/32').prefixLen, 128);
+});
+
+test('parseAddress: IPv6 addresses and prefixes', t => {
+  t.is(hex(parseAddress('::1').addr), '00000000000000000000000000000001');
+  t.is(parseAddress('::1').prefixLen, 128);
+  t.is(hex(parseAddress('2001:db8::1').addr), '20010db8000000000000000000000001');
+  t.is(hex(parseAddress('2001:db8:0:0:1:2:3:4').addr), '20010db8000000000001000200030004');
+  t.is(hex(parseAddress('fe80::').addr), 'fe800000000000000000000000000000');
+
+  const p = parseAddress('2001:db8:ffff::1/32');
+  t.is(p.prefixLen, 32);
+  t.is(hex(p.addr), '20010db8000000000000000000000000');
+  t.is(prefixText(p.addr, p.prefixLen), '2001:db8::/32');
+  const odd = parseAddress('fdff::/7');
+  t.is(hex(odd.addr), 'fc000000000000000000000000000000');
+  const all = parseAddress('::/0');
+  t.is(all.prefixLen, 0);
+  t.is(hex(all.addr), '0'.repeat(32));
+});
+
+test('parseAddress: an IPv6 text with an embedded IPv4 address', t => {
+  t.is(hex(parseAddress('::ffff:1.2.3.4').addr), '00000000000000000000ffff01020304');
+  t.is(hex(parseAddress('64:ff9b::192.0.2.1').addr), '0064ff9b0000000000000000c0000201');
+  t.is(hex(parseAddress('1:2:3:4:5:6:1.2.3.4').addr), '00010002000300040005000601020304');
+});
+
+test('parseAddress refuses bad addresses and prefixes', t => {
+  for (const bad of ['', 'nope', 'localhost', '256.0.0.1', '1.2.3', '1.2.3.4.5', '::1::2', '1.2.3.4/', '1.2.3.4/33', '1.2.3.4/-1', '1.2.3.4/8/9', '::1/129', '::1/1000', '1.2.3.4/x', '[::1]']) {
+    usage(t, () => parseAddress(bad), /--address/, JSON.stringify(bad));
+  }
+});
+
+// ---- listener ----
+
+test('parseListener: ADDR:PORT, [V6]:PORT, *:PORT and :PORT', t => {
+  t.deepEqual(parseListener('127.0.0.1:8080'), {address: '127.0.0.1', port: 8080});
+  t.deepEqual(parseListener('[::1]:80'), {address: '::1', port: 80});
+  t.deepEqual(parseListener('[::]:65535'), {address: '::', port: 65535});
+  t.deepEqual(parseListener('*:443'), {address: undefined, port: 443});
+  t.deepEqual(parseListener(':1'), {address: undefined, port: 1});
+  t.deepEqual(parseListener(' 0.0.0.0:22 '), {address: '0.0.0.0', port: 22});
+});
+
+test('parseListener refuses malformed listeners', t => {
+  for (const bad of ['', '127.0.0.1', '8080', '127.0.0.1:0', ':65536', '::1:80', '[::1]80', 'host:80', '[zz]:80', '127.0.0.1:', '127.0.0.1:80x', '999.1.1.1:80', '1.2.3:80', '[1.2.3.4]:80', '[:::]:80']) {
+    usage(t, () => parseListener(bad), /--listener/, JSON.stringify(bad));
+  }
+});
+
+// ---- layout ----
+
+function sampleMeta(): TargetMeta {
+  const listenAddr = new Uint8Array(16);
+  listenAddr.set([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1]);
+  return {
+    state: 1,
+    pid: 0x01020304,
+    proto: 'udp',
+    family: 6,
+    v6only: true,
+    listenPort: 8080,
+    listenAddr,
+    sockIno: 0x0a0b0c0d0e,
+    createdNs: 0x1122334455667788n,
+    netnsIno: 4026531840,
+    ownerPid: 4242,
+    nfilters: 3,
+    comm: 'node',
+    name: 'web-frontend',
+  };
+}
+
+test('encodeMeta: 152 bytes with every field at its documented offset', t => {
+  const m = sampleMeta();
+  const b = encodeMeta(m);
+  t.is(META_SIZE, 152);
+  t.is(b.length, 152);
+  t.is(b.readUInt32LE(0), 1, 'in_use');
+  t.is(b.readUInt32LE(4), 0x01020304, 'pid');
+  t.is(b.readUInt32LE(8), 1, 'proto: SKL_PROTO_UDP');
+  t.is(b.readUInt32LE(12), 10, 'family: AF_INET6');
+  t.is(b.readUInt32LE(16), 1, 'v6only');
+  t.is(b.readUInt32LE(20), 8080, 'listen_port');
+  t.is(b.subarray(24, 40).toString('hex'), '00000000000000000000ffff7f000001', 'listen_addr');
+  t.is(b.readBigUInt64LE(40), 0x0a0b0c0d0en, 'sock_ino');
+  t.is(b.readBigUInt64LE(48), 0x1122334455667788n, 'created_ns');
+  t.is(b.readBigUInt64LE(56), 4026531840n, 'netns_ino');
+  t.is(b.readUInt32LE(64), 4242, 'owner_pid');
+  t.is(b.readUInt32LE(68), 3, 'nfilters');
+  t.is(b.subarray(72, 88).toString('latin1'), 'node'.padEnd(16, '\0'), 'comm');
+  t.is(b.subarray(88, 152).toString('latin1'), 'web-frontend'.padEnd(64, '\0'), 'name');
+  t.deepEqual(decodeMeta(b), m);
+});
+
+test('encodeMeta: a 64-character name fills name[64] and reads back whole', t => {
+  const longest = 'n'.repeat(63) + 'z';
+  t.is(validateName(longest), longest);
+  const m = {...sampleMeta(), name: longest, proto: 'tcp' as const, family: 4 as const, v6only: false};
+  const b = encodeMeta(m);
+  t.is(b.subarray(88, 152).toString('latin1'), longest, 'no room for a NUL: the field is full');
+  const back = decodeMeta(b);
+  t.is(back.name, longest);
+  t.is(back.proto, 'tcp');
+  t.is(back.family, 4);
+  t.is(b.readUInt32LE(12), 2, 'AF_INET');
+  // shorter text is NUL-padded, and what is longer than the field is cut at its end
+  t.is(decodeMeta(encodeMeta({...m, name: 'web'})).name, 'web');
+  t.is(b[72 + 4], 0, 'comm "node" is NUL-padded');
+  t.is(decodeMeta(encodeMeta({...m, comm: 'c'.repeat(40)})).comm, 'c'.repeat(16));
+  t.is(decodeMeta(encodeMeta({...m, name: 'x'.repeat(80)})).name, 'x'.repeat(64));
+});
+
+test('add_ports index and value encoding', t => {
+  t.is(portIndex('tcp', 80), 80);
+  t.is(portIndex('udp', 80), 0x10050);
+  t.is(portIndex('udp', 65535), PORT_ENTRIES - 1);
+  t.is(indexProto(portIndex('udp', 1)), 'udp');
+  t.is(indexProto(portIndex('tcp', 65535)), 'tcp');
+  for (const slot of [0, 1, MAX_TARGETS - 1]) {
+    const v = portValue(slot, {v4: true, v6: false}, true);
+    t.is(valueSlot(v), slot);
+    t.is(v & PORT_SLOT_MASK, slot + 1, 'slot + 1, so 0 means unclaimed');
+    t.truthy(v & PORT_F_V4);
+    t.falsy(v & PORT_F_V6);
+    t.truthy(v & PORT_F_FILTER);
+  }
+  t.is(portValue(0, {v4: false, v6: true}, false), 1 | PORT_F_V6);
+});
+
+test('allowed_addrs key encoding: prefixlen counts the slot bits', t => {
+  const a = parseAddress('10.0.0.0/8');
+  const key = encodeAddrKey(7, a.addr, a.prefixLen);
+  t.is(key.length, ADDR_KEY_SIZE);
+  t.is(key.readUInt32LE(0), 32 + 104);
+  t.is(key.readUInt32LE(4), 7);
+  t.is(key.subarray(8).toString('hex'), hex(a.addr));
+  t.deepEqual(decodeAddrKey(key), {slot: 7, addr: a.addr, prefixLen: 104});
+});
+
+test('listenerText for IPv4 and IPv6 sockets', t => {
+  const v4 = parseAddress('127.0.0.1').addr;
+  t.is(listenerText({listenAddr: v4, listenPort: 8080, family: 4}), '127.0.0.1:8080');
+  t.is(listenerText({listenAddr: new Uint8Array(16), listenPort: 80, family: 6}), '[::]:80');
+  t.is(listenerText({listenAddr: parseAddress('::1').addr, listenPort: 1, family: 6}), '[::1]:1');
+});
+
+// ---- layout against bpf/headers/skl.h and the BTF of bpf/sk_dispatch.o ----
+
+/** The numeric #defines of skl.h (values like 256, 0xffff, (1u << 16), (2 * 65536)). */
+function headerDefines(): Map<string, number> {
+  const out = new Map<string, number>();
+  const text = readFileSync(repoFile('bpf/headers/skl.h'), 'utf8');
+  for (const m of text.matchAll(/^#define\s+(SKL_\w+)\s+(.+?)\s*(?:\/\*.*)?$/gm)) {
+    const expr = m[2].trim().replace(/^\((.*)\)$/, '$1');
+    let v: number | undefined;
+    let x: RegExpExecArray | null;
+    if ((x = /^(0x[0-9a-f]+|\d+)u?$/i.exec(expr))) v = Number(x[1]);
+    else if ((x = /^(\d+)u?\s*<<\s*(\d+)$/.exec(expr))) v = Number(x[1]) * 2 ** Number(x[2]);
+    else if ((x = /^(\d+)\s*\*\s*(\d+)$/.exec(expr))) v = Number(x[1]) * Number(x[2]);
+    if (v !== undefined) out.set(m[1], v);
+  }
+  return out;
+}
+
+test('layout constants match bpf/headers/skl.h', t => {
+  const d = headerDefines();
+  t.is(d.get('SKL_MAX_TARGETS'), MAX_TARGETS);
+  t.is(d.get('SKL_PORT_ENTRIES'), PORT_ENTRIES);
+  t.is(d.get('SKL_PORT_SLOT_MASK'), PORT_SLOT_MASK);
+  t.is(d.get('SKL_PORT_F_V4'), PORT_F_V4);
+  t.is(d.get('SKL_PORT_F_V6'), PORT_F_V6);
+  t.is(d.get('SKL_PORT_F_FILTER'), PORT_F_FILTER);
+  t.is(d.get('SKL_PROTO_TCP'), portIndex('tcp', 0) >> 16);
+  t.is(d.get('SKL_PROTO_UDP'), portIndex('udp', 0) >> 16);
+});
+
+interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  type_id?: number;
+  nr_elems?: number;
+  members?: {name: string; type_id: number; bits_offset: number}[];
+  vars?: {type_id: number}[];
+}
+
+const BPFTOOL = findExecutable('bpftool');
+
+/** Registered when bpftool exists; skipped (with the reason) without it, and failing under CI. */
+function btfTest(title: string, impl: (t: import('ava').ExecutionContext, types: Map<number, BtfType>) => void): void {
+  if (BPFTOOL !== undefined) {
+    test(title, t => {
+      const r = spawnSync(BPFTOOL, ['-j', 'btf', 'dump', 'file', repoFile('bpf/sk_dispatch.o')], {encoding: 'utf8'});
+      t.is(r.status, 0, r.stderr);
+      const parsed = JSON.parse(r.stdout) as {types: BtfType[]};
+      impl(t, new Map(parsed.types.map(ty => [ty.id, ty])));
+    });
+  } else if (isCi()) {
+    test(title, t => t.fail('bpftool is not installed: CI must install it (linux-tools / bpftool package)'));
+  } else {
+    test.skip(`${title} [skipped: bpftool not found]`, () => undefined);
+  }
+}
+
+function struct(types: Map<number, BtfType>, name: string): BtfType {
+  const s = [...types.values()].find(ty => ty.kind === 'STRUCT' && ty.name === name);
+  if (s === undefined) throw new Error(`no struct ${name} in the BTF`);
+  return s;
+}
+
+function offsets(s: BtfType): Record<string, number> {
+  return Object.fromEntries((s.members ?? []).map(m => [m.name, m.bits_offset / 8]));
+}
+
+/** Follow typedefs/const/volatile to the underlying type. */
+function resolve(types: Map<number, BtfType>, id: number): BtfType {
+  let ty = types.get(id)!;
+  while (['TYPEDEF', 'CONST', 'VOLATILE', 'RESTRICT'].includes(ty.kind)) ty = types.get(ty.type_id!)!;
+  return ty;
+}
+
+function sizeOf(types: Map<number, BtfType>, id: number): number {
+  const ty = resolve(types, id);
+  if (ty.kind === 'ARRAY') return ty.nr_elems! * sizeOf(types, ty.type_id!);
+  if (ty.kind === 'PTR') return 8;
+  return ty.size!;
+}
+
+/** The BTF-defined maps: name → {type, max_entries, key size, value size}. */
+function btfMaps(types: Map<number, BtfType>): Map<string, {type: number; maxEntries: number; keySize: number; valueSize: number}> {
+  const out = new Map<string, {type: number; maxEntries: number; keySize: number; valueSize: number}>();
+  const sec = [...types.values()].find(ty => ty.kind === 'DATASEC' && ty.name === '.maps');
+  if (sec === undefined) throw new Error('no .maps section in the BTF');
+  // __uint(name, N) is `int (*name)[N]`; __type(name, T) is `T *name`
+  const num = (id: number): number => types.get(types.get(id)!.type_id!)!.nr_elems!;
+  const pointee = (id: number): number => sizeOf(types, types.get(id)!.type_id!);
+  for (const v of sec.vars ?? []) {
+    const variable = types.get(v.type_id)!;
+    const def = resolve(types, variable.type_id!);
+    const m = Object.fromEntries((def.members ?? []).map(x => [x.name, x.type_id]));
+    out.set(variable.name, {type: num(m.type), maxEntries: num(m.max_entries), keySize: pointee(m.key), valueSize: pointee(m.value)});
+  }
+  return out;
+}
+
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: skl_target_meta', (t, types) => {
+  const s = struct(types, 'skl_target_meta');
+  t.is(s.size, META_SIZE);
+  const off = offsets(s);
+  t.deepEqual(off, {
+    in_use: 0,
+    pid: 4,
+    proto: 8,
+    family: 12,
+    v6only: 16,
+    listen_port: 20,
+    listen_addr: 24,
+    sock_ino: 40,
+    created_ns: 48,
+    netns_ino: 56,
+    owner_pid: 64,
+    nfilters: 68,
+    comm: 72,
+    name: 88,
+  });
+  // and encodeMeta really writes each field there, with the field's size
+  const m = sampleMeta();
+  const b = encodeMeta(m);
+  const sizes = Object.fromEntries((s.members ?? []).map(x => [x.name, sizeOf(types, x.type_id)]));
+  const read = (name: string): bigint | string => {
+    const size = sizes[name];
+    if (size === 4) return BigInt(b.readUInt32LE(off[name]));
+    if (size === 8) return b.readBigUInt64LE(off[name]);
+    return b.subarray(off[name], off[name] + size).toString('hex');
+  };
+  t.is(read('in_use'), BigInt(m.state));
+  t.is(read('pid'), BigInt(m.pid));
+  t.is(read('proto'), 1n);
+  t.is(read('family'), 10n);
+  t.is(read('v6only'), 1n);
+  t.is(read('listen_port'), BigInt(m.listenPort));
+  t.is(read('listen_addr'), hex(m.listenAddr));
+  t.is(read('sock_ino'), BigInt(m.sockIno));
+  t.is(read('created_ns'), m.createdNs);
+  t.is(read('netns_ino'), BigInt(m.netnsIno));
+  t.is(read('owner_pid'), BigInt(m.ownerPid));
+  t.is(read('nfilters'), BigInt(m.nfilters));
+  t.is(read('comm'), Buffer.from(m.comm.padEnd(16, '\0'), 'latin1').toString('hex'));
+  t.is(read('name'), Buffer.from(m.name.padEnd(64, '\0'), 'latin1').toString('hex'));
+  t.is(sizes.comm + off.comm, off.name);
+  t.is(sizes.name + off.name, META_SIZE);
+});
+
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: counters and address keys', (t, types) => {
+  const c = struct(types, 'skl_counters');
+  t.deepEqual((c.members ?? []).map(m => m.name), [...COUNTER_FIELDS]);
+  t.deepEqual((c.members ?? []).map(m => m.bits_offset / 8), COUNTER_FIELDS.map((_, i) => i * 8));
+  t.is(c.size, COUNTER_FIELDS.length * 8);
+
+  const k = struct(types, 'skl_addr_key');
+  t.is(k.size, ADDR_KEY_SIZE);
+  t.deepEqual(offsets(k), {prefixlen: 0, slot: 4, addr: 8});
+  const key = encodeAddrKey(3, parseAddress('::1').addr, 128);
+  t.is(key.readUInt32LE(offsets(k).prefixlen), 160);
+  t.is(key.readUInt32LE(offsets(k).slot), 3);
+  t.is(key.subarray(offsets(k).addr).toString('hex'), '00000000000000000000000000000001');
+});
+
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: the maps', (t, types) => {
+  const maps = btfMaps(types);
+  t.deepEqual([...maps.keys()].sort(), [...MAP_NAMES].sort());
+  const BPF_MAP_TYPE_ARRAY = 2;
+  const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
+  const BPF_MAP_TYPE_LPM_TRIE = 11;
+  const BPF_MAP_TYPE_SOCKMAP = 15;
+  t.deepEqual(maps.get('add_ports'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: PORT_ENTRIES, keySize: 4, valueSize: 4});
+  t.deepEqual(maps.get('target_socket'), {type: BPF_MAP_TYPE_SOCKMAP, maxEntries: MAX_TARGETS, keySize: 4, valueSize: 8});
+  t.deepEqual(maps.get('counters'), {type: BPF_MAP_TYPE_PERCPU_ARRAY, maxEntries: MAX_TARGETS, keySize: 4, valueSize: COUNTER_FIELDS.length * 8});
+  t.deepEqual(maps.get('target_meta'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: MAX_TARGETS, keySize: 4, valueSize: META_SIZE});
+  const addrs = maps.get('allowed_addrs');
+  t.is(addrs?.type, BPF_MAP_TYPE_LPM_TRIE);
+  t.is(addrs?.keySize, ADDR_KEY_SIZE);
+  t.is(addrs?.valueSize, 1);
+});

@@ -1,0 +1,176 @@
+// An open-loop TCP load client for the reliability tests, run as a standalone process inside a
+// test namespace:
+//
+//   node dist/test/helpers/load-client.js --host H --ports P1,P2,... --rate PER_SEC --duration S
+//        [--timeout MS]
+//
+// Connection i starts at start + i/rate (whatever happened to earlier ones: a stall makes it catch
+// up in a burst instead of lowering the rate), goes to ports[i % ports.length], reads the server's
+// JSON reply ({pid, ...}) up to its FIN, then closes (the client closes second, so it leaves no TIME_WAIT behind).
+// Prints one JSON line, a LoadResult, when every connection has finished.
+import net from 'node:net';
+import {pathToFileURL} from 'node:url';
+import {parseArgs} from 'node:util';
+
+export interface LoadFailure {
+  port: number;
+  error: string;
+  /** ms after the start at which the connection was started */
+  startedAt: number;
+}
+
+export interface LoadResult {
+  attempted: number;
+  succeeded: number;
+  failed: number;
+  /** error code → count */
+  errors: Record<string, number>;
+  /** replying server pid → count */
+  byPid: Record<string, number>;
+  perPort: Record<string, {ok: number; failed: number}>;
+  /** the first failures (at most 20), for diagnosis */
+  failures: LoadFailure[];
+  /** ms from the first start to the last finish */
+  elapsedMs: number;
+  /** ms during which connections were started */
+  startSpanMs: number;
+  /** highest number of connections in flight at once */
+  maxInFlight: number;
+  /** slowest successful connection, ms */
+  slowestMs: number;
+}
+
+interface Args {
+  host: string;
+  ports: number[];
+  rate: number;
+  durationS: number;
+  timeoutMs: number;
+}
+
+function parse(argv: string[]): Args {
+  const {values} = parseArgs({
+    args: argv,
+    options: {host: {type: 'string'}, ports: {type: 'string'}, rate: {type: 'string'}, duration: {type: 'string'}, timeout: {type: 'string'}},
+    strict: true,
+  });
+  const ports = (values.ports ?? '').split(',').map(Number);
+  if (ports.length === 0 || ports.some(p => !Number.isInteger(p) || p < 1 || p > 65535)) throw new Error('--ports: a comma-separated list of ports');
+  const host = values.host ?? '';
+  if (net.isIP(host) === 0) throw new Error('--host must be an IP address');
+  const rate = Number(values.rate);
+  const durationS = Number(values.duration);
+  const timeoutMs = Number(values.timeout ?? 10_000);
+  if (!(rate > 0) || !(durationS > 0) || !(timeoutMs > 0)) throw new Error('--rate, --duration and --timeout must be positive');
+  return {host, ports, rate, durationS, timeoutMs};
+}
+
+async function run(a: Args): Promise<LoadResult> {
+  const r: LoadResult = {
+    attempted: 0,
+    succeeded: 0,
+    failed: 0,
+    errors: {},
+    byPid: {},
+    perPort: {},
+    failures: [],
+    elapsedMs: 0,
+    startSpanMs: 0,
+    maxInFlight: 0,
+    slowestMs: 0,
+  };
+  for (const p of a.ports) r.perPort[p] = {ok: 0, failed: 0};
+  const total = Math.round(a.rate * a.durationS);
+  const start = performance.now();
+  let inFlight = 0;
+  let finished = 0;
+  let resolveAll!: () => void;
+  const allDone = new Promise<void>(resolve => (resolveAll = resolve));
+
+  const done = (port: number, startedAt: number, outcome: {pid: number} | {error: string}): void => {
+    inFlight--;
+    finished++;
+    if ('pid' in outcome) {
+      r.succeeded++;
+      r.perPort[port].ok++;
+      r.byPid[outcome.pid] = (r.byPid[outcome.pid] ?? 0) + 1;
+      r.slowestMs = Math.max(r.slowestMs, performance.now() - start - startedAt);
+    } else {
+      r.failed++;
+      r.perPort[port].failed++;
+      r.errors[outcome.error] = (r.errors[outcome.error] ?? 0) + 1;
+      if (r.failures.length < 20) r.failures.push({port, error: outcome.error, startedAt: Math.round(startedAt)});
+    }
+    if (finished === total) resolveAll();
+  };
+
+  const connect = (port: number): void => {
+    const startedAt = performance.now() - start;
+    r.attempted++;
+    inFlight++;
+    r.maxInFlight = Math.max(r.maxInFlight, inFlight);
+    let data = '';
+    let settled = false;
+    const socket = net.connect({host: a.host, port});
+    const finish = (outcome: {pid: number} | {error: string}): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      done(port, startedAt, outcome);
+    };
+    const timer = setTimeout(() => finish({error: 'ETIMEDOUT'}), a.timeoutMs);
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (data += chunk));
+    socket.on('end', () => {
+      let pid = 0;
+      try {
+        pid = (JSON.parse(data) as {pid?: number}).pid ?? 0;
+      } catch {
+        // not a reply
+      }
+      finish(Number.isInteger(pid) && pid > 0 ? {pid} : {error: data === '' ? 'EEMPTY' : 'EBADREPLY'});
+    });
+    socket.on('error', err => finish({error: (err as NodeJS.ErrnoException).code ?? err.message}));
+    socket.on('close', () => finish({error: 'ECLOSED'}));
+  };
+
+  let started = 0;
+  await new Promise<void>(resolve => {
+    const tick = (): void => {
+      const due = Math.min(total, Math.floor(((performance.now() - start) * a.rate) / 1000) + 1);
+      while (started < due) connect(a.ports[started++ % a.ports.length]);
+      if (started >= total) {
+        r.startSpanMs = Math.round(performance.now() - start);
+        resolve();
+      } else {
+        setTimeout(tick, 1);
+      }
+    };
+    tick();
+  });
+  if (total > 0) await allDone;
+  r.elapsedMs = Math.round(performance.now() - start);
+  r.slowestMs = Math.round(r.slowestMs);
+  return r;
+}
+
+async function main(): Promise<void> {
+  let args: Args;
+  try {
+    args = parse(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`load-client: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  process.stdout.write(`${JSON.stringify({event: 'started'})}\n`);
+  const result = await run(args);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch(err => {
+    process.stderr.write(`load-client: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}

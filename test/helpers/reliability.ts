@@ -1,0 +1,279 @@
+// Helpers of the reliability, hostile-input and security tests: run the real CLI with a chosen
+// environment, privileges or wrapper (setpriv, unshare, ip netns exec), quiet servers and an
+// open-loop load client inside test namespaces, and direct looks at skl's pinned state.
+//
+// Every process started here is a child of the test process, stopped by its own PID. skl always
+// acts on a test namespace (`--netns`), never on the host's.
+import {spawn, type ChildProcess} from 'node:child_process';
+import {existsSync, readdirSync, statSync} from 'node:fs';
+import {createInterface} from 'node:readline';
+import {fileURLToPath} from 'node:url';
+import {BpfMap, u32Key} from '../../src/bpf/map.js';
+import {decodeMeta, META_SIZE, MAX_TARGETS, SLOT_FREE} from '../../src/dispatcher/layout.js';
+import type {Netns} from './netns.js';
+import {stopChild} from './netns.js';
+import {SKL_BIN, SKL_PIN_ROOT} from './dispatcher.js';
+import type {LoadResult} from './load-client.js';
+
+export type {LoadResult} from './load-client.js';
+export const LOAD_CLIENT_SCRIPT = fileURLToPath(new URL('./load-client.js', import.meta.url));
+
+/** The files a namespace's pinned dispatcher consists of. */
+export const PIN_FILES = ['add_ports', 'allowed_addrs', 'counters', 'link', 'target_meta', 'target_socket'];
+
+/** Drop to nobody (uid/gid 65534, no supplementary groups) for the command that follows. */
+export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  elapsedMs: number;
+  /** pid of the spawned process (with a wrapper that execs, skl's own pid) */
+  pid: number;
+  /** the last stdout line as JSON, if it is JSON */
+  json: unknown;
+}
+
+export interface RunOptions {
+  /** appended as `--netns PATH` (omit to pass your own, or none) */
+  netns?: string;
+  /** extra environment (on top of a clean one: no colours, no debug, no test switches) */
+  env?: Record<string, string>;
+  /** a command that runs skl: ['setpriv', ...], ['ip', 'netns', 'exec', NAME], ... */
+  wrap?: string[];
+  /** `sh -c SCRIPT`: skl is `"$@"` in the script (e.g. 'umask 000; exec "$@"') */
+  shell?: string;
+  timeoutMs?: number;
+}
+
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {...process.env, NO_COLOR: '1', FORCE_COLOR: '0'};
+  for (const k of ['SKL_DEBUG', 'SKL_TEST_CRASH_AT', 'SKL_FAKE_MISSING_FEATURES', 'SKL_LOCK_FILE']) delete env[k];
+  return {...env, ...extra};
+}
+
+/** Run `skl ARGS [--netns PATH]` to completion; never hangs (SIGKILL after the timeout). */
+export function runSkl(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const full = [SKL_BIN, ...args, ...(opts.netns === undefined ? [] : ['--netns', opts.netns])];
+  let cmd = process.execPath;
+  let argv = full;
+  if (opts.shell !== undefined) {
+    argv = ['-c', opts.shell, 'sh', process.execPath, ...full];
+    cmd = '/bin/sh';
+  }
+  if (opts.wrap !== undefined) {
+    argv = [...opts.wrap.slice(1), cmd, ...argv];
+    cmd = opts.wrap[0];
+  }
+  const started = Date.now();
+  const child = spawn(cmd, argv, {stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(opts.env)});
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? 30_000);
+    child.on('error', err => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      let json: unknown;
+      try {
+        json = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+      } catch {
+        json = undefined;
+      }
+      resolve({code, signal, stdout, stderr, timedOut, elapsedMs: Date.now() - started, pid: child.pid ?? 0, json});
+    });
+  });
+}
+
+export function describeRun(r: Pick<RunResult, 'code' | 'signal' | 'stdout' | 'stderr' | 'timedOut'> & {elapsedMs?: number}): string {
+  return `exit ${r.code ?? r.signal}${r.timedOut ? ' (TIMED OUT)' : ''}${r.elapsedMs === undefined ? '' : ` in ${r.elapsedMs} ms`}; stdout: ${JSON.stringify(r.stdout.trim())}; stderr: ${JSON.stringify(r.stderr.trim())}`;
+}
+
+/** Non-empty stderr lines. */
+export const stderrLines = (r: {stderr: string}): string[] => r.stderr.split('\n').filter(l => l.trim() !== '');
+
+/** `skl status --json` output, raw (for byte-for-byte comparisons); throws unless it succeeds. */
+export async function statusText(netns: string): Promise<string> {
+  const r = await runSkl(['status', '--json'], {netns});
+  if (r.code !== 0) throw new Error(`skl status --json: ${describeRun(r)}`);
+  return r.stdout;
+}
+
+/**
+ * A quiet TCP server in `ns`: answers each connection like the toy server ({pid, localPort,
+ * localAddress} and a newline), then closes; no output per connection (cheap under load). Exits
+ * when its stdin closes.
+ */
+export const QUIET_SERVER_SCRIPT = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+const server = net.createServer(s => {
+  s.on('error', () => undefined);
+  s.end(JSON.stringify({pid: process.pid, localPort: s.localPort, localAddress: s.localAddress}) + '\\n');
+});
+server.on('error', e => { process.stderr.write(String(e) + '\\n'); process.exit(1); });
+server.listen({host, port: Number(port), backlog: 4096}, () => {
+  process.stdout.write(JSON.stringify({event: 'listening', pid: process.pid, port: server.address().port}) + '\\n');
+});
+process.on('SIGTERM', () => process.exit(0));
+process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
+`;
+
+export interface QuietServer {
+  pid: number;
+  port: number;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export async function startQuietServer(ns: Netns, host: string, port = 0): Promise<QuietServer> {
+  const child = ns.spawn(process.execPath, ['-e', QUIET_SERVER_SCRIPT, host, String(port)], {stdio: ['pipe', 'pipe', 'pipe']});
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const listening = await new Promise<{pid: number; port: number}>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`quiet server did not start; stderr: ${stderr}`)), 15_000);
+    createInterface({input: child.stdout!}).once('line', line => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(line) as {pid: number; port: number});
+      } catch {
+        reject(new Error(`quiet server printed ${line}`));
+      }
+    });
+    child.once('exit', code => {
+      clearTimeout(timer);
+      reject(new Error(`quiet server exited (${code}); stderr: ${stderr}`));
+    });
+  });
+  let stopping: Promise<void> | undefined;
+  return {...listening, child, stop: () => (stopping ??= stopChild(child))};
+}
+
+/** A sleeping process in `ns` (a pid with no sockets). */
+export function startSleeper(ns: Netns): ChildProcess {
+  return ns.spawn('sleep', ['600'], {stdio: 'ignore'});
+}
+
+export interface LoadRun {
+  child: ChildProcess;
+  /** resolves once the client has started (its first line) */
+  started: Promise<void>;
+  result: Promise<LoadResult>;
+}
+
+/** Start the open-loop load client in `ns`. */
+export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: number; durationS: number; timeoutMs?: number}): LoadRun {
+  const args = [LOAD_CLIENT_SCRIPT, '--host', o.host, '--ports', o.ports.join(','), '--rate', String(o.rate), '--duration', String(o.durationS)];
+  if (o.timeoutMs !== undefined) args.push('--timeout', String(o.timeoutMs));
+  const child = ns.spawn(process.execPath, args, {stdio: ['ignore', 'pipe', 'pipe']});
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const lines: string[] = [];
+  let onStart!: () => void;
+  const started = new Promise<void>(resolve => (onStart = resolve));
+  createInterface({input: child.stdout!}).on('line', line => {
+    lines.push(line);
+    if (lines.length === 1) onStart();
+  });
+  const result = new Promise<LoadResult>((resolve, reject) => {
+    const deadline = setTimeout(() => child.kill('SIGKILL'), (o.durationS + 60) * 1000);
+    child.once('close', code => {
+      clearTimeout(deadline);
+      const last = lines.at(-1) ?? '';
+      try {
+        const r = JSON.parse(last) as LoadResult & {event?: string};
+        if (code === 0 && r.event === undefined) return resolve(r);
+      } catch {
+        // fall through
+      }
+      reject(new Error(`load client exited (${code}) without a result; stderr: ${stderr}`));
+    });
+  });
+  return {child, started, result};
+}
+
+/** Entries of skl's bpffs root belonging to namespace inode `ino` (its directory, scratch directories). */
+export function pinEntriesOf(ino: number): string[] {
+  if (!existsSync(SKL_PIN_ROOT)) return [];
+  return readdirSync(SKL_PIN_ROOT)
+    .filter(e => e === String(ino) || e.startsWith(`${ino}-new-`))
+    .sort();
+}
+
+/** Files in the namespace's pin directory ([] when it has none). */
+export function pinFilesOf(ino: number): string[] {
+  const dir = `${SKL_PIN_ROOT}/${ino}`;
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+export interface SlotView {
+  slot: number;
+  state: number;
+  name: string;
+  pid: number;
+}
+
+/** Every used slot of the namespace's pinned dispatcher, read straight from target_meta. */
+export function slotsOf(ino: number): SlotView[] {
+  const path = `${SKL_PIN_ROOT}/${ino}/target_meta`;
+  if (!existsSync(path)) return [];
+  const m = BpfMap.openPinned(path);
+  try {
+    const out: SlotView[] = [];
+    for (let slot = 0; slot < MAX_TARGETS; slot++) {
+      const v = m.lookup(u32Key(slot));
+      if (!v) continue;
+      const meta = decodeMeta(v.subarray(0, META_SIZE));
+      if (meta.state !== SLOT_FREE) out.push({slot, state: meta.state, name: meta.name, pid: meta.pid});
+    }
+    return out;
+  } finally {
+    m.close();
+  }
+}
+
+/** Mode bits (permissions) and owner of a path. */
+export function modeOf(path: string): {mode: number; uid: number; gid: number} {
+  const st = statSync(path);
+  return {mode: st.mode & 0o7777, uid: st.uid, gid: st.gid};
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms));
+
+/** Every file and directory below `dir` (relative paths), for "nothing was created" checks. */
+export function treeOf(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string, rel: string): void => {
+    let entries: string[];
+    try {
+      entries = readdirSync(d);
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const path = `${d}/${e}`;
+      out.push(`${rel}${e}`);
+      let isDir = false;
+      try {
+        isDir = statSync(path).isDirectory();
+      } catch {
+        // gone meanwhile
+      }
+      if (isDir) walk(path, `${rel}${e}/`);
+    }
+  };
+  walk(dir, '');
+  return out.sort();
+}

@@ -1,0 +1,224 @@
+// Security properties (issue 6), on the real kernel, in throwaway namespaces: skl's state is
+// root's only, names never become paths, taking another process's socket needs ptrace-level
+// permission (and failing leaves nothing half done), the hijack guard holds for ranges, and skl
+// never runs code named by the invoking user's environment.
+import {spawnSync} from 'node:child_process';
+import {existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync} from 'node:fs';
+import {fileURLToPath} from 'node:url';
+import type {ExecutionContext} from 'ava';
+import {privileged} from './helpers/privileged.js';
+import {createNetns, type Netns} from './helpers/netns.js';
+import {SKL_PIN_ROOT, useSkl, type SklContext} from './helpers/dispatcher.js';
+import {connectOnce} from './helpers/clients.js';
+import {startToyServer} from './helpers/servers.js';
+import {
+  AS_NOBODY,
+  describeRun,
+  modeOf,
+  pinEntriesOf,
+  pinFilesOf,
+  PIN_FILES,
+  runSkl,
+  startQuietServer,
+  statusText,
+  stderrLines,
+  treeOf,
+  type QuietServer,
+} from './helpers/reliability.js';
+
+const HOST = '127.0.0.1';
+
+async function setup(t: ExecutionContext): Promise<{ns: Netns; sk: SklContext}> {
+  const ns = createNetns(t);
+  return {ns, sk: useSkl(t, ns)};
+}
+
+async function server(t: ExecutionContext, ns: Netns, host = HOST, port = 0): Promise<QuietServer> {
+  const s = await startQuietServer(ns, host, port);
+  t.teardown(() => s.stop());
+  return s;
+}
+
+privileged('state: skl directories are 0700 and pins 0600, root-owned, whatever the umask; the lock file is root-only', async t => {
+  const {ns, sk} = await setup(t);
+  const s = await server(t, ns, HOST, 7000);
+  const r = await runSkl(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001'], {netns: ns.path, shell: 'umask 000; exec "$@"'});
+  t.is(r.code, 0, describeRun(r));
+
+  const root = modeOf(SKL_PIN_ROOT);
+  t.is(root.uid, 0);
+  t.is(root.mode & 0o077, 0, `${SKL_PIN_ROOT} is mode ${root.mode.toString(8)}: no access for group or others`);
+  t.deepEqual(modeOf(sk.pinDir), {mode: 0o700, uid: 0, gid: 0}, `${sk.pinDir}`);
+  t.deepEqual(pinFilesOf(sk.ino), PIN_FILES);
+  for (const pin of PIN_FILES) t.deepEqual(modeOf(`${sk.pinDir}/${pin}`), {mode: 0o600, uid: 0, gid: 0}, pin);
+  const lock = modeOf('/run/skl.lock');
+  t.is(lock.uid, 0);
+  t.is(lock.mode & 0o077, 0, `/run/skl.lock is mode ${lock.mode.toString(8)}`);
+
+  // and another user really cannot get in
+  const ls = spawnSync(AS_NOBODY[0], [...AS_NOBODY.slice(1), 'ls', sk.pinDir], {encoding: 'utf8'});
+  t.not(ls.status, 0);
+  t.regex(ls.stderr, /Permission denied/);
+});
+
+privileged('state: a name can never address a path (hostile names refused, nothing created; odd but valid names create no file)', async t => {
+  const {ns, sk} = await setup(t);
+  const s = await server(t, ns, HOST, 7000);
+  await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001']);
+  const marker = `skl-evil-${process.pid}`;
+  const before = await statusText(ns.path);
+  const hostile = [
+    `../../../../tmp/${marker}`,
+    `../${marker}`,
+    `${marker}/x`,
+    `/tmp/${marker}`,
+    `..\\${marker}`,
+    `${marker}%00x`,
+    `${marker}\nx`,
+    `./${marker}`,
+  ];
+  for (const name of hostile) {
+    const r = await runSkl(['attach', '--pid', String(s.pid), '--name', name, '--ports', '8002'], {netns: ns.path});
+    t.is(r.code, 2, `${JSON.stringify(name)}: ${describeRun(r)}`);
+    t.is(stderrLines(r).length, 1);
+    t.regex(r.stderr, /invalid name/);
+  }
+  t.is(await statusText(ns.path), before, 'state unchanged');
+  const found = [...treeOf('/sys/fs/bpf').filter(p => p.includes(marker)), ...readdirSync('/tmp').filter(p => p.includes(marker))];
+  t.deepEqual(found, [], 'no file or directory named after a hostile name');
+
+  // names made of dots and dashes are just names: stored in a map, never used as paths
+  for (const [i, name] of ['.hidden', '..x', 'x..y', '...', '-', `${sk.ino}`].entries()) {
+    await sk.ok(['attach', '--pid', String(s.pid), '--name', name, '--ports', String(8100 + i)]);
+  }
+  t.deepEqual(
+    (await sk.status()).attachments.map(a => a.name).sort(),
+    ['-', '...', '..x', '.hidden', String(sk.ino), 'web', 'x..y'].sort(),
+  );
+  t.deepEqual(pinEntriesOf(sk.ino), [String(sk.ino)]);
+  t.deepEqual(pinFilesOf(sk.ino), PIN_FILES, 'the pin directory holds the six fixed pins and nothing else');
+});
+
+privileged("permission: taking another process's socket needs ptrace-level permission; a refusal is clear and leaves nothing half done", async t => {
+  const {ns, sk} = await setup(t);
+  const s = await server(t, ns, HOST, 7000);
+  await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001']);
+  const before = await statusText(ns.path);
+  const pinsBefore = pinFilesOf(sk.ino);
+  const attachOther = ['attach', '--pid', String(s.pid), '--name', 'other', '--ports', '8002'];
+
+  // an unprivileged user
+  const nobody = await runSkl(attachOther, {netns: ns.path, wrap: AS_NOBODY});
+  t.is(nobody.code, 1, describeRun(nobody));
+  t.deepEqual(stderrLines(nobody).length, 1);
+  t.regex(nobody.stderr, /permission denied.*run as root/);
+
+  // root without CAP_SYS_PTRACE: BPF works, but the target's sockets are not ours to take
+  const noPtrace = await runSkl(attachOther, {netns: ns.path, wrap: ['setpriv', '--bounding-set=-sys_ptrace', '--inh-caps=-sys_ptrace']});
+  t.is(noPtrace.code, 1, describeRun(noPtrace));
+  t.deepEqual(stderrLines(noPtrace), [`error: not permitted to inspect process ${s.pid}'s sockets: needs ptrace access to it (CAP_SYS_PTRACE): run as root`]);
+
+  // the kernel's own gate, pidfd_getfd, as an unprivileged user (the fd is the listening socket)
+  const fd = readdirSync(`/proc/${s.pid}/fd`).find(f => {
+    try {
+      return readlinkSync(`/proc/${s.pid}/fd/${f}`).startsWith('socket:');
+    } catch {
+      return false;
+    }
+  });
+  t.truthy(fd);
+  const pidfdModule = fileURLToPath(new URL('../src/sys/pidfd.js', import.meta.url));
+  const code = `import {duplicateFd} from ${JSON.stringify(pidfdModule)};
+try { duplicateFd(${s.pid}, ${fd}); console.log('DUPLICATED'); } catch (e) { console.log(e.name + ': ' + e.message); }`;
+  const dup = spawnSync(AS_NOBODY[0], [...AS_NOBODY.slice(1), process.execPath, '--input-type=module', '-e', code], {encoding: 'utf8'});
+  t.is(dup.stdout.trim(), `SklError: not permitted to take fd ${fd} of process ${s.pid}: needs ptrace access (CAP_SYS_PTRACE): run as root`, dup.stderr);
+
+  t.is(await statusText(ns.path), before, 'no partial attach: state byte-for-byte unchanged');
+  t.deepEqual(pinFilesOf(sk.ino), pinsBefore);
+  t.deepEqual(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8002}), {ok: false, error: 'ECONNREFUSED'}, 'port 8002 was never steered');
+});
+
+privileged('hijack guard: a range that merely contains a port another socket serves is refused, for every way of asking', async t => {
+  t.timeout(120_000);
+  const {ns, sk} = await setup(t);
+  const target = await server(t, ns, HOST, 7000);
+  const v4 = await server(t, ns, HOST, 9050);
+  const dual = await server(t, ns, '::', 9051);
+  const other = await server(t, ns, '127.0.0.2', 9052);
+  const v6only = await server(t, ns, '::1', 9054);
+  const udpTarget = await startToyServer(ns, {proto: 'udp', host: HOST, port: 7053});
+  t.teardown(() => udpTarget.stop());
+  const udpVictim = await startToyServer(ns, {proto: 'udp', host: HOST, port: 9053});
+  t.teardown(() => udpVictim.stop());
+  const tcp = String(target.pid);
+  // a range holding several served ports may name any of them first
+  const anyVictim = /TCP port (9050|9051|9052|9054) already has a socket/;
+
+  const refusals: {args: string[]; says: RegExp}[] = [
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9000-9100'], says: /TCP port (9050|9051|9052|9054) already has a socket \(\S+:905[0-4]\) \(and 3 more\)/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9050-9060'], says: anyVictim},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9040-9050'], says: /TCP port 9050 already has a socket/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '1-65535'], says: anyVictim},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '8000,9000-9100,10000'], says: anyVictim},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9051'], says: /TCP port 9051 already has a socket \(\[::\]:9051\)/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9052-9052'], says: /TCP port 9052 already has a socket \(127\.0\.0\.2:9052\)/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9054,9055'], says: /TCP port 9054 already has a socket \(\[::1\]:9054\)/},
+    {args: ['attach', '--pid', String(udpTarget.pid), '--proto', 'udp', '--name', 'u', '--ports', '9000-9100'], says: /UDP port 9053 already has a socket \(127\.0\.0\.1:9053\)/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9050', '--foreground'], says: /TCP port 9050 already has a socket/},
+  ];
+  const withWeb: {args: string[]; says: RegExp}[] = [
+    {args: ['ports', 'add', 'web', '9000-9100'], says: anyVictim},
+    {args: ['ports', 'add', 'web', '1-65535'], says: anyVictim},
+    {args: ['ports', 'add', 'web', '8002,9049-9051'], says: /TCP port (9050|9051) already has a socket \(\S+\) \(and 1 more\)/},
+    {args: ['attach', '--pid', tcp, '--name', 'web', '--ports', '8001,9040-9060'], says: anyVictim},
+  ];
+  const check = async (list: {args: string[]; says: RegExp}[]): Promise<void> => {
+    for (const {args, says} of list) {
+      const before = await statusText(ns.path);
+      const r = await runSkl(args, {netns: ns.path});
+      t.is(r.code, 1, `${args.join(' ')}: ${describeRun(r)}`);
+      t.is(stderrLines(r).length, 1, r.stderr);
+      t.regex(r.stderr, says);
+      t.regex(r.stderr, /steering it would hijack that service; leave the port out or use --force/);
+      t.is(await statusText(ns.path), before, `${args.join(' ')} changed nothing`);
+    }
+  };
+  await check(refusals);
+  t.deepEqual(pinEntriesOf(sk.ino), [], 'no dispatcher was even created');
+  await sk.ok(['attach', '--pid', tcp, '--name', 'web', '--ports', '8001']);
+  await check(withWeb);
+
+  // the guard is per port, not per range: the same range minus the served ports is fine
+  await sk.ok(['ports', 'add', 'web', '9000-9049,9055-9100']);
+  t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 9060}), {ok: true, reply: {pid: target.pid}});
+  // and every victim still answers on its own port
+  t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 9050}), {ok: true, reply: {pid: v4.pid}});
+  t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 9051}), {ok: true, reply: {pid: dual.pid}});
+  t.like(await connectOnce(ns, {proto: 'tcp', host: '127.0.0.2', port: 9052}), {ok: true, reply: {pid: other.pid}});
+  t.like(await connectOnce(ns, {proto: 'tcp', host: '::1', port: 9054}), {ok: true, reply: {pid: v6only.pid}});
+  t.like(await connectOnce(ns, {proto: 'udp', host: HOST, port: 9053}), {ok: true, reply: {pid: udpVictim.pid}});
+});
+
+privileged("environment: skl never loads code named by the invoking user's environment (oclif user or linked plugins)", async t => {
+  const {ns} = await setup(t);
+  const dir = mkdtempSync('/tmp/skl-plugin-test-');
+  t.teardown(() => rmSync(dir, {recursive: true, force: true}));
+  const marker = `${dir}/RAN`;
+  // A "linked plugin" whose init hook would run with skl's (root) privileges.
+  const evil = `${dir}/evil`;
+  mkdirSync(evil);
+  writeFileSync(`${evil}/package.json`, JSON.stringify({name: 'evil', version: '1.0.0', type: 'module', oclif: {hooks: {init: './hook.js'}}}));
+  writeFileSync(`${evil}/hook.js`, `import {writeFileSync} from 'node:fs'; export default async function () { writeFileSync(${JSON.stringify(marker)}, 'ran'); }\n`);
+  const pjson = JSON.stringify({private: true, oclif: {schema: 1, plugins: [{type: 'link', name: 'evil', root: evil}]}, dependencies: {}});
+  for (const d of ['data', 'xdg/skl', 'home/.local/share/skl']) {
+    mkdirSync(`${dir}/${d}`, {recursive: true});
+    writeFileSync(`${dir}/${d}/package.json`, pjson);
+  }
+  const envs: Record<string, string>[] = [{SKL_DATA_DIR: `${dir}/data`}, {XDG_DATA_HOME: `${dir}/xdg`}, {HOME: `${dir}/home`}];
+  for (const env of envs) {
+    const r = await runSkl(['status'], {netns: ns.path, env});
+    t.is(r.code, 0, `${JSON.stringify(env)}: ${describeRun(r)}`);
+    t.false(existsSync(marker), `${JSON.stringify(env)}: the plugin's code ran`);
+    t.deepEqual(stderrLines(r), [], 'no warning either');
+  }
+});
