@@ -1,0 +1,166 @@
+/**
+ * Control-plane benchmarks, run inside a network namespace of the bench's own:
+ *
+ * - populating 65,535 ports in-process: DispatcherState.writePorts (one batch syscall) on an
+ *   unpinned dispatcher, from a list of ports to the kernel; the first call of the process (cold
+ *   JIT) is reported apart from the following ones;
+ * - wall time of whole commands, spawned one after another in interleaved rounds: `node -e 0`
+ *   (the floor of any Node.js CLI), `skl --version`, `skl attach` (first attachment: creates and
+ *   pins the dispatcher), `skl status`, `skl detach` (last attachment: removes it);
+ * - `skl ports add NAME 1-65535` minus the server's own port (with --force), `skl status` with
+ *   those 65,534 ports, and `skl ports remove` back.
+ *
+ *   nsenter --net=/run/netns/NS node dist/bench/control.js [--rounds N] [--ports-rounds N]
+ */
+import {spawn} from 'node:child_process';
+import {pathToFileURL} from 'node:url';
+import {parseArgs} from 'node:util';
+import {BpfObject, type BpfMap} from '../src/bpf/index.js';
+import {portIndex, portValue} from '../src/dispatcher/layout.js';
+import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
+import {dist, SKL, startAndWait, timed} from './lib/proc.js';
+import {stop} from './lib/netns.js';
+import {roundOrder, summarize, type Summary} from './lib/stats.js';
+
+export interface Series {
+  id: string;
+  label: string;
+  /** wall time, ms, one per round */
+  samples: number[];
+  summary: Summary;
+  /** CPU time (user + system), ms, one per round: hardly affected by other load on the machine */
+  cpu?: number[];
+  cpuSummary?: Summary;
+}
+
+export interface ControlResult {
+  populate: {ports: number; firstMs: number; warm: Series; clear: Series};
+  cli: Series[];
+  portsAdd: Series[];
+  rounds: number;
+  portsRounds: number;
+}
+
+const series = (id: string, label: string, samples: number[], cpu?: number[]): Series => ({
+  id,
+  label,
+  samples,
+  summary: summarize(samples),
+  ...(cpu ? {cpu, cpuSummary: summarize(cpu)} : {}),
+});
+
+function benchPopulate(rounds: number): ControlResult['populate'] {
+  const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+  try {
+    const maps = {} as Record<MapName, BpfMap>;
+    for (const n of MAP_NAMES) maps[n] = obj.map(n);
+    const d = new DispatcherState('foreground', maps, 0);
+    const ports = Array.from({length: 65535}, (_, i) => i + 1);
+    const value = portValue(0, {v4: true, v6: false}, false);
+    const fill = (): number => {
+      const t0 = process.hrtime.bigint();
+      d.writePorts(ports.map((p) => [portIndex('tcp', p), value]));
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    };
+    const clear = (): number => {
+      const t0 = process.hrtime.bigint();
+      d.writePorts(ports.map((p) => [portIndex('tcp', p), 0]));
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    };
+    const firstMs = fill();
+    clear();
+    const warm: number[] = [];
+    const cleared: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      warm.push(fill());
+      cleared.push(clear());
+    }
+    const count = d.portTable().size;
+    if (count !== 0) throw new Error(`add_ports not empty after clearing (${count})`);
+    return {ports: ports.length, firstMs, warm: series('populate', 'write 65,535 ports (in-process, batch)', warm), clear: series('clear', 'clear 65,535 ports (in-process, batch)', cleared)};
+  } finally {
+    obj.close();
+  }
+}
+
+export async function benchControl(opts: {rounds?: number; portsRounds?: number} = {}): Promise<ControlResult> {
+  const rounds = opts.rounds ?? 20;
+  const portsRounds = opts.portsRounds ?? 5;
+  const populate = benchPopulate(rounds);
+
+  const node = process.execPath;
+  const server = spawn(node, [dist('e2e-server.js'), '--port', '8080'], {stdio: ['pipe', 'pipe', 'pipe']});
+  try {
+    const pid = await startAndWait(server, (e) => (e.event === 'listening' ? (e.pid as number) : undefined), 'e2e-server');
+    const wall: Record<string, number[]> = {node: [], version: [], load: [], attach: [], status: [], detach: []};
+    const cpu: Record<string, number[]> = {node: [], version: [], load: [], attach: [], status: [], detach: []};
+    const record = (id: string, t: {ms: number; cpuMs: number}): void => {
+      wall[id].push(t.ms);
+      cpu[id].push(t.cpuMs);
+    };
+    const skl = (...args: string[]): {ms: number; cpuMs: number} => timed(node, [SKL, ...args]);
+
+    // interleaved start-up rounds: the constant commands rotate, then attach → status → detach
+    const api = new URL('../src/dispatcher/api.js', import.meta.url).href;
+    const fixed: [string, () => {ms: number; cpuMs: number}][] = [
+      ['node', () => timed(node, ['-e', '0'])],
+      ['version', () => skl('--version')],
+      // what loading skl's code costs before it does anything (koffi, libbpf bindings, its modules)
+      ['load', () => timed(node, ['--input-type=module', '-e', `await import(${JSON.stringify(api)})`])],
+    ];
+    for (const [, f] of fixed) f(); // warm the page cache
+    for (let r = 0; r < rounds; r++) {
+      for (const i of roundOrder(fixed.length, r)) record(fixed[i][0], fixed[i][1]());
+      record('attach', skl('attach', '--pid', String(pid), '--ports', '9090', '--name', 'bench'));
+      record('status', skl('status'));
+      record('detach', skl('detach', 'bench'));
+    }
+    const cli = [
+      series('node', 'node -e 0', wall.node, cpu.node),
+      series('version', 'skl --version', wall.version, cpu.version),
+      series('load', "node: import skl's dispatcher library only", wall.load, cpu.load),
+      series('attach', 'skl attach --pid P --ports 9090 (creates the dispatcher)', wall.attach, cpu.attach),
+      series('status', 'skl status (1 attachment, 1 port)', wall.status, cpu.status),
+      series('detach', 'skl detach NAME (removes the dispatcher)', wall.detach, cpu.detach),
+    ];
+
+    // 65,534 extra ports: everything but the server's own 8080
+    skl('attach', '--pid', String(pid), '--ports', '9090', '--name', 'bench');
+    const big: Record<string, {ms: number; cpuMs: number}[]> = {add: [], status: [], remove: []};
+    try {
+      for (let r = 0; r < portsRounds; r++) {
+        big.add.push(skl('ports', 'add', 'bench', '1-8079,8081-65535', '--force'));
+        big.status.push(skl('status'));
+        big.remove.push(skl('ports', 'remove', 'bench', '1-8079,8081-9089,9091-65535'));
+      }
+    } finally {
+      skl('detach', 'bench');
+    }
+    const ser = (id: string, label: string, t: {ms: number; cpuMs: number}[]): Series =>
+      series(id, label, t.map((x) => x.ms), t.map((x) => x.cpuMs));
+    const portsAdd = [
+      ser('portsAdd', 'skl ports add NAME 1-8079,8081-65535 --force (65,534 ports)', big.add),
+      ser('statusBig', 'skl status (65,534 ports)', big.status),
+      ser('portsRemove', 'skl ports remove NAME (65,533 ports)', big.remove),
+    ];
+    return {populate, cli, portsAdd, rounds, portsRounds};
+  } finally {
+    await stop(server);
+  }
+}
+
+async function main(): Promise<void> {
+  const {values} = parseArgs({options: {rounds: {type: 'string'}, 'ports-rounds': {type: 'string'}}});
+  const r = await benchControl({
+    rounds: values.rounds ? Number(values.rounds) : undefined,
+    portsRounds: values['ports-rounds'] ? Number(values['ports-rounds']) : undefined,
+  });
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((error) => {
+    process.stderr.write(`bench/control: ${(error as Error).stack ?? error}\n`);
+    process.exit(1);
+  });
+}
