@@ -10,7 +10,7 @@ arch_inc="/usr/include/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)"
 for src in bpf/*.c bench/bpf/*.c test/fixtures/*.c; do
   [ -e "$src" ] || continue
   obj="${src%.c}.o"
-  "$CLANG" -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I"$arch_inc" -Ibpf -c "$src" -o "$obj.tmp"
+  "$CLANG" -O2 -g -target bpf -mcpu=v3 -Wall -Werror -fdebug-prefix-map="$PWD"=. -I"$arch_inc" -Ibpf -c "$src" -o "$obj.tmp"
   "$STRIP" -g "$obj.tmp"
   mv "$obj.tmp" "$obj"
   echo "built $obj ($(stat -c %s "$obj") bytes)"
