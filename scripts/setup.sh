@@ -20,6 +20,13 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# skl pins its state in bpffs; a fresh machine may not have it mounted (skl mounts it itself only
+# where it can prove it is in the host's mount namespace).
+if [ "$(id -u)" = 0 ] && [ -d /sys/fs/bpf ] && [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
+  echo "setup: mounting the BPF filesystem at /sys/fs/bpf" >&2
+  mount -t bpf bpf /sys/fs/bpf || echo "setup: could not mount bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)" >&2
+fi
+
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
