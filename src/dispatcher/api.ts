@@ -97,6 +97,9 @@ export interface StatusReport {
 
 const DEFAULT_NETNS = '/proc/self/ns/net';
 
+/** "this network namespace" or the --netns path, for messages. */
+const where = (ns: Netns): string => (ns.path === DEFAULT_NETNS ? 'this network namespace' : `network namespace ${ns.path}`);
+
 function withNetns<T>(path: string | undefined, fn: (ns: Netns) => Promise<T>): Promise<T> {
   const ns = Netns.open(path ?? DEFAULT_NETNS);
   return fn(ns).finally(() => ns.close());
@@ -409,7 +412,7 @@ export function detach(target: {name: string} | {all: true}, opts: CommonOptions
             const f = fg.flatMap((d) => d.slots()).find((s) => s.name === target.name);
             if (f) throw new SklError(`${target.name} is a foreground attachment: stop its skl process (pid ${f.ownerPid}) to detach it`);
             const known = slots.map((s) => s.name);
-            throw new SklError(`no attachment named ${target.name} in ${ns.path === DEFAULT_NETNS ? 'this network namespace' : ns.path}${known.length ? ` (there are: ${known.join(', ')})` : ''}`);
+            throw new SklError(`no attachment named ${target.name} in ${where(ns)}${known.length ? ` (there are: ${known.join(', ')})` : ''}`);
           }
         }
         if (!pinned) return {detached: [], dispatcherRemoved: false, notices: [...store.notices]};
@@ -446,7 +449,7 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[],
       try {
         const c = claimed(all);
         const entry = c.names.get(name);
-        if (!entry) throw new SklError(`no attachment named ${name} in this network namespace (see skl status)`);
+        if (!entry) throw new SklError(`no attachment named ${name} in ${where(ns)} (see skl status)`);
         if (entry.state.kind === 'foreground') throw new SklError(`${name} is a foreground attachment; its ports are fixed while it runs`);
         if (op === 'add' && entry.state.damage) throw new SklError(`cannot add ports: skl's pinned state in ${store.dir} is damaged: ${entry.state.damage}`);
         const {state: d, slot, meta} = entry;
@@ -523,7 +526,7 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
         });
       }
     }
-    if (name !== undefined && attachments.length === 0) throw new SklError(`no attachment named ${name} in this network namespace`);
+    if (name !== undefined && attachments.length === 0) throw new SklError(`no attachment named ${name} in ${where(ns)}`);
     attachments.sort((a, b) => a.name.localeCompare(b.name));
     return {
       netns: ns.path,
