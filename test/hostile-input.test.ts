@@ -117,7 +117,7 @@ const CASES: Case[] = [
   {title: 'name ..', args: attachName('..'), code: 2, says: () => re('invalid name ".."')},
   {title: 'detach ../x', args: () => ['detach', '../x'], code: 2, says: () => re('invalid name "../x"')},
   {title: 'status a/b', args: () => ['status', 'a/b'], code: 2, says: () => re('invalid name "a/b"')},
-  {title: 'detach an unknown name', args: () => ['detach', 'nosuch'], code: 1, says: () => re('no attachment named nosuch in /run/netns/')},
+  {title: 'detach an unknown name', args: () => ['detach', 'nosuch'], code: 1, says: () => re('no attachment named nosuch in network namespace /run/netns/')},
   // --- interfaces (xdp-count) ---
   {title: 'xdp-count: interface absent', args: () => ['xdp-count', 'nosuch0'], code: 2, says: () => re('no interface named "nosuch0"')},
   {title: 'xdp-count: interface name too long', args: () => ['xdp-count', 'e'.repeat(20)], code: 2, says: () => re(`"${'e'.repeat(20)}"`)},
