@@ -221,8 +221,21 @@ function writeSlot(d: DispatcherState, slot: number, t: Target, meta: TargetMeta
   d.writeMeta(slot, {...meta, state: SLOT_READY});
 }
 
-/** Give a process extra ports through the namespace's shared, pinned dispatcher. */
-export function attach(opts: AttachOptions): Promise<AttachResult> {
+interface AttachContext {
+  ns: Netns;
+  store: Store;
+  t: Target;
+  name: string;
+  /** every dispatcher of the namespace, open; closed afterwards (push what you open into it) */
+  all: DispatcherState[];
+  c: Claimed;
+}
+
+/**
+ * What both attach modes do first: validate, take the target socket (closed again afterwards: the
+ * SOCKMAP holds its own reference), then run `fn` under the lock with the namespace's state open.
+ */
+function withTarget<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promise<T> {
   const spec = resolveSpec(opts);
   if (opts.name !== undefined) validateName(opts.name);
   requireFeature('sk_lookup', () => probeProgType('sk_lookup'));
@@ -235,47 +248,7 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
       return await store.locked(() => {
         const all = openAll(store);
         try {
-          const c = claimed(all);
-          const existing = c.names.get(name);
-          if (existing && existing.state.kind === 'foreground') {
-            throw new SklError(`${name} is a foreground attachment of skl process ${existing.meta.ownerPid}; stop that process first or pick another --name`);
-          }
-          if (existing && existing.meta.proto !== t.proto) {
-            throw new SklError(`attachment ${name} is ${existing.meta.proto.toUpperCase()}; detach it first to attach a ${t.proto.toUpperCase()} socket under that name`);
-          }
-          let ports = opts.ports;
-          if (!ports) {
-            if (!existing) throw new UsageError('--ports is required for a new attachment');
-            ports = existing.state.portsOf(existing.slot)[t.proto];
-          }
-          if (ports.length === 0) throw new UsageError('--ports is empty');
-          checkPorts(ns, c, name, t.proto, ports, opts.force ?? false, t.socket.inode);
-          const addresses = opts.addresses ?? (existing ? existing.state.filters(existing.slot) : []).map((f) => ({...f, text: prefixText(f.addr, f.prefixLen)}));
-
-          let pinned = all.find((d) => d.kind === 'pinned');
-          // a dispatcher whose link is gone steers nothing: writing to it would be a silent no-op
-          if (pinned?.damage) throw new SklError(`cannot attach: skl's pinned state in ${store.dir} is damaged: ${pinned.damage}`);
-          const created = !pinned;
-          pinned ??= store.createPinned();
-          if (created) all.push(pinned);
-          const notices = [...store.notices];
-          if (existing) {
-            replaceSlot(pinned, existing.slot, t, metaFor(t, name, ns.ino, 0, addresses.length, SLOT_READY), ports, addresses);
-          } else {
-            const slot = pinned.freeSlot();
-            if (slot === undefined) throw new SklError('this namespace already has the maximum of 256 attachments; detach one first');
-            try {
-              writeSlot(pinned, slot, t, metaFor(t, name, ns.ino, 0, addresses.length, SLOT_READY), ports, addresses);
-            } catch (error) {
-              pinned.clearSlot(slot);
-              if (created) {
-                pinned.close();
-                store.destroyPinned();
-              }
-              throw error;
-            }
-          }
-          return {name, pid: t.pid, comm: t.comm, proto: t.proto, ports, listener: listenerText(metaFor(t, name, 0, 0, 0, 0)), replaced: !!existing, netnsIno: ns.ino, notices};
+          return fn({ns, store, t, name, all, c: claimed(all)});
         } finally {
           closeAll(all);
         }
@@ -283,6 +256,52 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
     } finally {
       closeSync(t.fd);
     }
+  });
+}
+
+/** Give a process extra ports through the namespace's shared, pinned dispatcher. */
+export function attach(opts: AttachOptions): Promise<AttachResult> {
+  return withTarget(opts, ({ns, store, t, name, all, c}) => {
+    const existing = c.names.get(name);
+    if (existing && existing.state.kind === 'foreground') {
+      throw new SklError(`${name} is a foreground attachment of skl process ${existing.meta.ownerPid}; stop that process first or pick another --name`);
+    }
+    if (existing && existing.meta.proto !== t.proto) {
+      throw new SklError(`attachment ${name} is ${existing.meta.proto.toUpperCase()}; detach it first to attach a ${t.proto.toUpperCase()} socket under that name`);
+    }
+    let ports = opts.ports;
+    if (!ports) {
+      if (!existing) throw new UsageError('--ports is required for a new attachment');
+      ports = existing.state.portsOf(existing.slot)[t.proto];
+    }
+    if (ports.length === 0) throw new UsageError('--ports is empty');
+    checkPorts(ns, c, name, t.proto, ports, opts.force ?? false, t.socket.inode);
+    const addresses = opts.addresses ?? (existing ? existing.state.filters(existing.slot) : []).map((f) => ({...f, text: prefixText(f.addr, f.prefixLen)}));
+
+    let pinned = all.find((d) => d.kind === 'pinned');
+    // a dispatcher whose link is gone steers nothing: writing to it would be a silent no-op
+    if (pinned?.damage) throw new SklError(`cannot attach: skl's pinned state in ${store.dir} is damaged: ${pinned.damage}`);
+    const created = !pinned;
+    pinned ??= store.createPinned();
+    if (created) all.push(pinned);
+    const notices = [...store.notices];
+    if (existing) {
+      replaceSlot(pinned, existing.slot, t, metaFor(t, name, ns.ino, 0, addresses.length, SLOT_READY), ports, addresses);
+    } else {
+      const slot = pinned.freeSlot();
+      if (slot === undefined) throw new SklError('this namespace already has the maximum of 256 attachments; detach one first');
+      try {
+        writeSlot(pinned, slot, t, metaFor(t, name, ns.ino, 0, addresses.length, SLOT_READY), ports, addresses);
+      } catch (error) {
+        pinned.clearSlot(slot);
+        if (created) {
+          pinned.close();
+          store.destroyPinned();
+        }
+        throw error;
+      }
+    }
+    return {name, pid: t.pid, comm: t.comm, proto: t.proto, ports, listener: listenerText(metaFor(t, name, 0, 0, 0, 0)), replaced: !!existing, netnsIno: ns.ino, notices};
   });
 }
 
@@ -318,63 +337,44 @@ export interface ForegroundAttachment extends AttachResult {
  * is called or the process dies, even by SIGKILL. Still conflict-checked against the namespace.
  */
 export function attachForeground(opts: AttachOptions): Promise<ForegroundAttachment> {
-  const spec = resolveSpec(opts);
-  if (opts.name !== undefined) validateName(opts.name);
-  requireFeature('sk_lookup', () => probeProgType('sk_lookup'));
   if (!opts.ports || opts.ports.length === 0) return Promise.reject(new UsageError('--ports is required'));
   const ports = opts.ports;
-  return withNetns(opts.netns, async (ns) => {
-    const store = new Store(ns, opts);
-    const t = takeTarget(spec);
+  return withTarget(opts, ({ns, store, t, name, c}) => {
+    if (c.names.has(name)) throw new SklError(`an attachment named ${name} already exists; pick another --name`);
+    checkPorts(ns, c, name, t.proto, ports, opts.force ?? false, t.socket.inode);
+    const addresses = opts.addresses ?? [];
+    const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+    let link: Link | undefined;
     try {
-      checkTargetNetns(t, ns);
-      const name = opts.name ?? defaultName(t.comm, t.pid);
-      return await store.locked(() => {
-        const all = openAll(store);
-        try {
-          const c = claimed(all);
-          if (c.names.has(name)) throw new SklError(`an attachment named ${name} already exists; pick another --name`);
-          checkPorts(ns, c, name, t.proto, ports, opts.force ?? false, t.socket.inode);
-          const addresses = opts.addresses ?? [];
-          const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
-          let link: Link | undefined;
-          try {
-            const maps = {} as Record<MapName, BpfMap>;
-            for (const n of MAP_NAMES) maps[n] = obj.map(n);
-            const d = new DispatcherState('foreground', maps, 0);
-            writeSlot(d, 0, t, metaFor(t, name, ns.ino, process.pid, addresses.length, SLOT_READY), ports, addresses);
-            link = obj.program(PROGRAM_NAME).attachNetns(ns.fd, `netns ${ns.path}`);
-          } catch (error) {
-            link?.close();
-            obj.close();
-            throw error;
-          }
-          const held = link;
-          let closed = false;
-          return {
-            name,
-            pid: t.pid,
-            comm: t.comm,
-            proto: t.proto,
-            ports,
-            listener: listenerText(metaFor(t, name, 0, 0, 0, 0)),
-            replaced: false,
-            netnsIno: ns.ino,
-            notices: [...store.notices],
-            close: () => {
-              if (closed) return;
-              closed = true;
-              held.close(); // links before objects
-              obj.close();
-            },
-          };
-        } finally {
-          closeAll(all);
-        }
-      });
-    } finally {
-      closeSync(t.fd);
+      const maps = {} as Record<MapName, BpfMap>;
+      for (const n of MAP_NAMES) maps[n] = obj.map(n);
+      const d = new DispatcherState('foreground', maps, 0);
+      writeSlot(d, 0, t, metaFor(t, name, ns.ino, process.pid, addresses.length, SLOT_READY), ports, addresses);
+      link = obj.program(PROGRAM_NAME).attachNetns(ns.fd, `netns ${ns.path}`);
+    } catch (error) {
+      link?.close();
+      obj.close();
+      throw error;
     }
+    const held = link;
+    let closed = false;
+    return {
+      name,
+      pid: t.pid,
+      comm: t.comm,
+      proto: t.proto,
+      ports,
+      listener: listenerText(metaFor(t, name, 0, 0, 0, 0)),
+      replaced: false,
+      netnsIno: ns.ino,
+      notices: [...store.notices],
+      close: () => {
+        if (closed) return;
+        closed = true;
+        held.close(); // links before objects
+        obj.close();
+      },
+    };
   });
 }
 
