@@ -33,10 +33,9 @@ export interface SklResult {
  * no debug stack traces, and no NODE_ENV=test from ava (it puts oclif in development mode).
  */
 export function sklEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {...process.env, NO_COLOR: '1', FORCE_COLOR: '0', ...extra};
-  delete env.SKL_DEBUG;
-  delete env.NODE_ENV;
-  return env;
+  const env: NodeJS.ProcessEnv = {...process.env, NO_COLOR: '1', FORCE_COLOR: '0'};
+  for (const k of ['SKL_DEBUG', 'SKL_TEST_CRASH_AT', 'SKL_FAKE_MISSING_FEATURES', 'SKL_LOCK_FILE', 'NODE_ENV']) delete env[k];
+  return {...env, ...extra};
 }
 
 function lastJson(stdout: string): unknown {
@@ -48,17 +47,46 @@ function lastJson(stdout: string): unknown {
   }
 }
 
-/** The arguments with `--netns PATH` appended (skl always acts on a test namespace, never the host's). */
-function withNetns(args: readonly string[], netns: string): string[] {
-  return [...args, '--netns', netns];
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  elapsedMs: number;
+  /** pid of the spawned process (with a wrapper that execs, skl's own pid) */
+  pid: number;
+  /** the last stdout line as JSON, if it is JSON */
+  json: unknown;
 }
 
-/** Run `skl ARGS --netns NETNS` to completion (from the test's own namespace). */
-export function skl(args: readonly string[], opts: {netns: string; timeoutMs?: number}): Promise<SklResult> {
-  const child = spawn(process.execPath, [SKL_BIN, ...withNetns(args, opts.netns)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: sklEnv(),
-  });
+export interface RunOptions {
+  /** appended as `--netns PATH` (omit to pass your own, or none) */
+  netns?: string;
+  /** extra environment (on top of a clean one: no colours, no debug, no test switches) */
+  env?: Record<string, string>;
+  /** a command that runs skl: ['setpriv', ...], ['ip', 'netns', 'exec', NAME], ... */
+  wrap?: string[];
+  /** `sh -c SCRIPT`: skl is `"$@"` in the script (e.g. 'umask 000; exec "$@"') */
+  shell?: string;
+  timeoutMs?: number;
+}
+
+/** Run `skl ARGS [--netns PATH]` to completion; never hangs (SIGKILL after the timeout). */
+export function runSkl(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const full = [SKL_BIN, ...args, ...(opts.netns === undefined ? [] : ['--netns', opts.netns])];
+  let cmd = process.execPath;
+  let argv = full;
+  if (opts.shell !== undefined) {
+    argv = ['-c', opts.shell, 'sh', process.execPath, ...full];
+    cmd = '/bin/sh';
+  }
+  if (opts.wrap !== undefined) {
+    argv = [...opts.wrap.slice(1), cmd, ...argv];
+    cmd = opts.wrap[0];
+  }
+  const started = Date.now();
+  const child = spawn(cmd, argv, {stdio: ['ignore', 'pipe', 'pipe'], env: sklEnv(opts.env)});
   return new Promise((resolve, reject) => {
     let stdout = '';
     let stderr = '';
@@ -75,9 +103,14 @@ export function skl(args: readonly string[], opts: {netns: string; timeoutMs?: n
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({code, signal, stdout, stderr, json: lastJson(stdout), timedOut});
+      resolve({code, signal, stdout, stderr, timedOut, elapsedMs: Date.now() - started, pid: child.pid ?? 0, json: lastJson(stdout)});
     });
   });
+}
+
+/** Run `skl ARGS --netns NETNS` to completion (from the test's own namespace). */
+export function skl(args: readonly string[], opts: {netns: string; timeoutMs?: number}): Promise<SklResult> {
+  return runSkl(args, opts);
 }
 
 /** Describe a run for assertion messages. */
@@ -193,7 +226,7 @@ export function useSkl(t: ExecutionContext, ns: Netns): SklContext {
     status: () => sklStatus(ns.path),
     attachment: name => attachmentStatus(ns.path, name),
     async foreground(args) {
-      const child = spawn(process.execPath, [SKL_BIN, ...withNetns([...args, '--foreground', '--json'], ns.path)], {
+      const child = spawn(process.execPath, [SKL_BIN, ...args, '--foreground', '--json', '--netns', ns.path], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: sklEnv(),
       });

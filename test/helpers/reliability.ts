@@ -4,7 +4,7 @@
 //
 // Every process started here is a child of the test process, stopped by its own PID. skl always
 // acts on a test namespace (`--netns`), never on the host's.
-import {spawn, type ChildProcess} from 'node:child_process';
+import type {ChildProcess} from 'node:child_process';
 import {existsSync, readdirSync, statSync} from 'node:fs';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
@@ -12,7 +12,7 @@ import {BpfMap, u32Key} from '../../src/bpf/map.js';
 import {decodeMeta, META_SIZE, MAX_TARGETS, SLOT_FREE} from '../../src/dispatcher/layout.js';
 import type {Netns} from './netns.js';
 import {stopChild} from './netns.js';
-import {SKL_BIN, SKL_PIN_ROOT} from './dispatcher.js';
+import {runSkl, SKL_PIN_ROOT, type RunResult} from './dispatcher.js';
 import type {LoadResult} from './load-client.js';
 
 export type {LoadResult} from './load-client.js';
@@ -24,78 +24,7 @@ export const PIN_FILES = ['add_ports', 'allowed_addrs', 'counters', 'link', 'tar
 /** Drop to nobody (uid/gid 65534, no supplementary groups) for the command that follows. */
 export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
 
-export interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-  elapsedMs: number;
-  /** pid of the spawned process (with a wrapper that execs, skl's own pid) */
-  pid: number;
-  /** the last stdout line as JSON, if it is JSON */
-  json: unknown;
-}
-
-export interface RunOptions {
-  /** appended as `--netns PATH` (omit to pass your own, or none) */
-  netns?: string;
-  /** extra environment (on top of a clean one: no colours, no debug, no test switches) */
-  env?: Record<string, string>;
-  /** a command that runs skl: ['setpriv', ...], ['ip', 'netns', 'exec', NAME], ... */
-  wrap?: string[];
-  /** `sh -c SCRIPT`: skl is `"$@"` in the script (e.g. 'umask 000; exec "$@"') */
-  shell?: string;
-  timeoutMs?: number;
-}
-
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {...process.env, NO_COLOR: '1', FORCE_COLOR: '0'};
-  for (const k of ['SKL_DEBUG', 'SKL_TEST_CRASH_AT', 'SKL_FAKE_MISSING_FEATURES', 'SKL_LOCK_FILE']) delete env[k];
-  return {...env, ...extra};
-}
-
-/** Run `skl ARGS [--netns PATH]` to completion; never hangs (SIGKILL after the timeout). */
-export function runSkl(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const full = [SKL_BIN, ...args, ...(opts.netns === undefined ? [] : ['--netns', opts.netns])];
-  let cmd = process.execPath;
-  let argv = full;
-  if (opts.shell !== undefined) {
-    argv = ['-c', opts.shell, 'sh', process.execPath, ...full];
-    cmd = '/bin/sh';
-  }
-  if (opts.wrap !== undefined) {
-    argv = [...opts.wrap.slice(1), cmd, ...argv];
-    cmd = opts.wrap[0];
-  }
-  const started = Date.now();
-  const child = spawn(cmd, argv, {stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(opts.env)});
-  return new Promise((resolve, reject) => {
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', err => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      let json: unknown;
-      try {
-        json = JSON.parse(stdout.trim().split('\n').pop() ?? '');
-      } catch {
-        json = undefined;
-      }
-      resolve({code, signal, stdout, stderr, timedOut, elapsedMs: Date.now() - started, pid: child.pid ?? 0, json});
-    });
-  });
-}
+export {runSkl, type RunOptions, type RunResult} from './dispatcher.js';
 
 export function describeRun(r: Pick<RunResult, 'code' | 'signal' | 'stdout' | 'stderr' | 'timedOut'> & {elapsedMs?: number}): string {
   return `exit ${r.code ?? r.signal}${r.timedOut ? ' (TIMED OUT)' : ''}${r.elapsedMs === undefined ? '' : ` in ${r.elapsedMs} ms`}; stdout: ${JSON.stringify(r.stdout.trim())}; stderr: ${JSON.stringify(r.stderr.trim())}`;
