@@ -8,6 +8,7 @@ import {existsSync, readdirSync, rmdirSync, statSync, unlinkSync} from 'node:fs'
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
 import type {ExecutionContext} from 'ava';
+import type {AttachmentStatus} from '../../src/dispatcher/api.js';
 import type {Netns} from './netns.js';
 import {stopChild} from './netns.js';
 import {TOY_SERVER_SCRIPT} from './servers.js';
@@ -118,25 +119,8 @@ export function show(r: SklResult): string {
   return `exit ${r.code ?? r.signal}${r.timedOut ? ' (timed out)' : ''}; stdout: ${r.stdout.trim()}; stderr: ${r.stderr.trim()}`;
 }
 
-/** One attachment as `skl status --json` prints it. */
-export interface StatusAttachment {
-  name: string;
-  pid: number;
-  command: string;
-  protocol: 'tcp' | 'udp';
-  listener: string;
-  ports: number[];
-  alive: boolean;
-  processAlive: boolean;
-  redirected: number;
-  missed: number;
-  filtered: number;
-  addresses: string[];
-  mode: 'persistent' | 'foreground';
-  ownerPid?: number;
-  createdAt: string;
-  netnsIno: number;
-}
+/** One attachment as `skl status --json` prints it (the library's record without its text form). */
+export type StatusAttachment = Omit<AttachmentStatus, 'portsText'>;
 
 export interface StatusJson {
   netns: string;
