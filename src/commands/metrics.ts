@@ -1,10 +1,12 @@
-import {readFileSync, renameSync, writeFileSync} from 'node:fs';
+import {readFileSync} from 'node:fs';
 import {Flags} from '../cli/oclif.js';
 import {SklCommand} from '../cli/base.js';
 import {netnsFlag} from '../cli/flags.js';
 import {status} from '../dispatcher/api.js';
 import {libbpfVersion} from '../bpf/version.js';
 import {formatMetrics} from '../metrics/prometheus.js';
+import {writeFileAtomic} from '../metrics/textfile.js';
+import {UsageError} from '../sys/errors.js';
 
 export default class Metrics extends SklCommand {
   static override summary = 'Print the dispatcher\'s counters in Prometheus text format';
@@ -21,18 +23,17 @@ export default class Metrics extends SklCommand {
   ];
   static override flags = {
     netns: netnsFlag,
-    output: Flags.string({char: 'o', description: 'write to FILE atomically (temp file + rename) instead of stdout', helpValue: 'FILE'}),
+    output: Flags.string({char: 'o', description: 'write to FILE atomically instead of stdout (a new file renamed over FILE; a symlink at FILE is replaced, not followed)', helpValue: 'FILE'}),
   };
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Metrics);
+    if (flags.output === '') throw new UsageError('invalid --output: an empty file name; name the file to write, e.g. --output /var/lib/node_exporter/textfile_collector/skl.prom');
     const report = await status({netns: flags.netns});
     const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {version: string};
     const text = formatMetrics([report], {version: pkg.version, libbpf: libbpfVersion(), node: process.version});
-    if (flags.output) {
-      const tmp = `${flags.output}.${process.pid}.tmp`;
-      writeFileSync(tmp, text, {mode: 0o644});
-      renameSync(tmp, flags.output);
+    if (flags.output !== undefined) {
+      writeFileAtomic(flags.output, text);
     } else {
       process.stdout.write(text);
     }
