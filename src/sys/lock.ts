@@ -1,4 +1,8 @@
-/** An advisory lock (flock) guarding writes to skl's pinned state. */
+/**
+ * An advisory lock (flock) guarding writes to skl's pinned state. Waiting is bounded: after
+ * LOCK_TIMEOUT_MS skl gives up with one line naming the lock file (README: "Guarantees",
+ * "Environment variables" for SKL_LOCK_FILE).
+ */
 import {closeSync, constants, fstatSync, openSync} from 'node:fs';
 import {libc} from '../ffi/index.js';
 import {SklError} from './errors.js';
@@ -9,8 +13,11 @@ const EWOULDBLOCK = 11;
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
+/** How long skl waits for the lock before giving up (documented in the README: 15 s). */
+export const LOCK_TIMEOUT_MS = 15_000;
+
 /** Hold an exclusive lock on `path` (a file, created mode 0600 if missing) while `fn` runs. */
-export async function withLock<T>(path: string, fn: () => Promise<T> | T, timeoutMs = 15000): Promise<T> {
+export async function withLock<T>(path: string, fn: () => Promise<T> | T, timeoutMs = LOCK_TIMEOUT_MS): Promise<T> {
   const fd = lock(path, timeoutMs);
   try {
     return await fn();
@@ -19,13 +26,19 @@ export async function withLock<T>(path: string, fn: () => Promise<T> | T, timeou
   }
 }
 
-export function lock(path: string, timeoutMs = 15000): number {
+export function lock(path: string, timeoutMs = LOCK_TIMEOUT_MS): number {
   let fd: number;
   try {
     // no symlinks, never block on a FIFO: the path may come from the environment (SKL_LOCK_FILE)
     fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
   } catch (error) {
-    throw new SklError(`cannot open the lock file ${path} (${(error as NodeJS.ErrnoException).code}): run as root`);
+    const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
+    const hint: Record<string, string> = {
+      ELOOP: 'it is a symbolic link; remove it',
+      ENOENT: 'its directory does not exist; create it',
+      ENOTDIR: 'its directory does not exist; create it',
+    };
+    throw new SklError(`cannot open the lock file ${path} (${code}): ${hint[code] ?? 'run as root'}`);
   }
   if (!fstatSync(fd).isFile()) {
     closeSync(fd);
