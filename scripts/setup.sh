@@ -2,23 +2,60 @@
 # One-time (idempotent) set-up behind `npm test`, `npm run demo` and `npm run bench`: installs the
 # Debian/Ubuntu packages skl needs at run time (when root and missing), the npm dependencies, and
 # compiles the TypeScript. Safe to run repeatedly; does nothing that is already done.
+# For the tests (`npm test`, or `setup.sh --test`) also what only the tests use: setpriv, a C
+# compiler that can build a shared library, and bpftool. A test whose tool is missing is skipped
+# (with the reason) outside CI and fails under CI=true: it never passes without checking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+for_tests=false
+if [ "${1:-}" = --test ] || [ "${npm_lifecycle_event:-}" = test ]; then for_tests=true; fi
 
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 ldconfig -p 2>/dev/null | grep -q 'libbpf.so.1 ' || need+=(libbpf1)
 have_cmd ip || need+=(iproute2)
 have_cmd nsenter || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing ${need[*]}" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    echo "setup: missing system packages: ${need[*]} (install them with: sudo apt-get install ${need[*]})" >&2
-  fi
+
+# What only the tests use (see the header): setpriv (util-linux) to run skl as an unprivileged user;
+# a C compiler that links a shared library (gcc, libc6-dev) for the doctor test's fake libbpf;
+# bpftool, the independent reader of the BPF objects' BTF in the layout tests.
+test_need=()
+can_build_shared() {
+  local cc d ok=1
+  cc=$(command -v cc || command -v gcc || command -v clang) || return 1
+  d=$(mktemp -d)
+  echo 'int f(void) { return 0; }' >"$d/t.c"
+  "$cc" -shared -fPIC -o "$d/t.so" "$d/t.c" >/dev/null 2>&1 && ok=0
+  rm -rf "$d"
+  return $ok
+}
+if $for_tests; then
+  have_cmd setpriv || test_need+=(util-linux)
+  can_build_shared || test_need+=(gcc libc6-dev)
+  have_cmd bpftool || test_need+=(bpftool)
 fi
+
+apt_install() { # what (for messages), packages...
+  local what=$1
+  shift
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${what}: $*" >&2
+    [ -n "${apt_updated:-}" ] || { apt-get update -qq >/dev/null; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "setup: missing ${what}: $* (install them with: sudo apt-get install $*)" >&2
+    return 0
+  fi
+}
+if [ ${#need[@]} -gt 0 ]; then
+  apt_install "system packages" "${need[@]}"
+fi
+# one at a time, and not fatal: a package this distribution lacks (bpftool on some Ubuntu releases
+# is linux-tools-$(uname -r)) leaves the tests that need it saying so (and failing under CI)
+for p in ${test_need[@]+"${test_need[@]}"}; do
+  apt_install "a package the tests use" "$p" || echo "setup: could not install $p; the tests that need it will say so" >&2
+done
 
 # skl pins its state in bpffs; a fresh machine may not have it mounted (skl mounts it itself only
 # where it can prove it is in the host's mount namespace).

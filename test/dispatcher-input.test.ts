@@ -38,7 +38,7 @@ import {
 } from '../src/dispatcher/layout.js';
 import {MAP_NAMES} from '../src/dispatcher/state.js';
 import {UsageError} from '../src/sys/errors.js';
-import {findExecutable, isCi} from './helpers/privileged.js';
+import {needing} from './helpers/privileged.js';
 
 const repoFile = (rel: string): string => fileURLToPath(new URL(`../../${rel}`, import.meta.url));
 
@@ -384,22 +384,18 @@ interface BtfType {
   vars?: {type_id: number}[];
 }
 
-const BPFTOOL = findExecutable('bpftool');
-
-/** Registered when bpftool exists; skipped (with the reason) without it, and failing under CI. */
+/**
+ * A check of the BTF that clang wrote into bpf/sk_dispatch.o, as bpftool (an independent reader)
+ * dumps it. Without bpftool: skipped with the reason, and failing under CI (scripts/setup.sh
+ * installs it for `npm test`).
+ */
 function btfTest(title: string, impl: (t: import('ava').ExecutionContext, types: Map<number, BtfType>) => void): void {
-  if (BPFTOOL !== undefined) {
-    test(title, t => {
-      const r = spawnSync(BPFTOOL, ['-j', 'btf', 'dump', 'file', repoFile('bpf/sk_dispatch.o')], {encoding: 'utf8'});
-      t.is(r.status, 0, r.stderr);
-      const parsed = JSON.parse(r.stdout) as {types: BtfType[]};
-      impl(t, new Map(parsed.types.map(ty => [ty.id, ty])));
-    });
-  } else if (isCi()) {
-    test(title, t => t.fail('bpftool is not installed: CI must install it (linux-tools / bpftool package)'));
-  } else {
-    test.skip(`${title} [skipped: bpftool not found]`, () => undefined);
-  }
+  needing(['bpftool']).test(title, (t, [bpftool]) => {
+    const r = spawnSync(bpftool, ['-j', 'btf', 'dump', 'file', repoFile('bpf/sk_dispatch.o')], {encoding: 'utf8'});
+    t.is(r.status, 0, r.stderr);
+    const parsed = JSON.parse(r.stdout) as {types: BtfType[]};
+    impl(t, new Map(parsed.types.map(ty => [ty.id, ty])));
+  });
 }
 
 function struct(types: Map<number, BtfType>, name: string): BtfType {

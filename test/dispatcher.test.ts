@@ -6,7 +6,7 @@
 //
 // Tests run serially inside this file (other test files still run in parallel with it): each one
 // starts many short node processes, and on a 2-core runner that is load enough.
-import {spawn, spawnSync} from 'node:child_process';
+import {spawn} from 'node:child_process';
 import {existsSync, readFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import type {ExecutionContext} from 'ava';
@@ -25,7 +25,8 @@ import {
   type StatusJson,
 } from './helpers/dispatcher.js';
 import {createNetns, type Netns} from './helpers/netns.js';
-import {findExecutable, privileged} from './helpers/privileged.js';
+import {netnsLinks as linksOnNetns} from './helpers/links.js';
+import {privileged} from './helpers/privileged.js';
 import {startToyServer} from './helpers/servers.js';
 
 const LO4 = '127.0.0.1';
@@ -84,18 +85,9 @@ function failsCleanly(t: ExecutionContext, r: SklResult, code: 1 | 2, message?: 
 
 const pidArgs = (s: {pid: number}): string[] => ['--pid', String(s.pid)];
 
-/** Netns links (sk_lookup) attached to a namespace, per bpftool; undefined without bpftool. */
-function netnsLinks(ino: number): number | undefined {
-  const bpftool = findExecutable('bpftool');
-  if (bpftool === undefined) return undefined;
-  const out = spawnSyncJson(bpftool, ['-j', 'link', 'show']) as Array<{type?: string; netns_ino?: number}>;
-  return out.filter(l => l.type === 'netns' && l.netns_ino === ino).length;
-}
-
-function spawnSyncJson(cmd: string, args: string[]): unknown {
-  const r = spawnSync(cmd, args, {encoding: 'utf8', timeout: 10_000});
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout || '[]') as unknown;
+/** Netns links (sk_lookup) attached to a namespace, per skl's own loader (helpers/links.ts). */
+function netnsLinks(ino: number): number {
+  return linksOnNetns(ino).length;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,7 +400,7 @@ privileged.serial('detach one attachment, then --all: ports stop at once, own po
   await steered(t, ns, b, b.port, {proto: 'udp'});
   t.deepEqual(pinsOf(skl.ino), [], 'no pins left for the namespace');
   t.false(existsSync(skl.pinDir));
-  t.is(netnsLinks(skl.ino) ?? 0, 0, 'no sk_lookup link left on the namespace');
+  t.is(netnsLinks(skl.ino), 0, 'no sk_lookup link left on the namespace');
   t.like(await skl.status(), {dispatcher: false, attachments: []});
 
   const nothing = await skl.ok(['detach', '--all']);
@@ -536,7 +528,7 @@ privileged.serial('foreground: status and conflicts both ways while it runs; SIG
   await refused(t, ns, 8100);
   t.like(await skl.status(), {dispatcher: false, attachments: []});
   t.deepEqual(pinsOf(skl.ino), []);
-  t.is(netnsLinks(skl.ino) ?? 0, 0, 'no sk_lookup link left on the namespace');
+  t.is(netnsLinks(skl.ino), 0, 'no sk_lookup link left on the namespace');
 });
 
 privileged.serial('foreground: SIGINT and SIGHUP detach and exit 0 too', async t => {
@@ -552,7 +544,7 @@ privileged.serial('foreground: SIGINT and SIGHUP detach and exit 0 too', async t
     await unanswered(t, ns, 8150);
     t.deepEqual((await skl.status()).attachments, []);
   }
-  t.is(netnsLinks(skl.ino) ?? 0, 0);
+  t.is(netnsLinks(skl.ino), 0);
 });
 
 privileged.serial('foreground killed with SIGKILL: nothing remains and its ports refuse', async t => {
@@ -561,7 +553,7 @@ privileged.serial('foreground killed with SIGKILL: nothing remains and its ports
   const server = await startToyServer(ns, {proto: 'tcp', host: LO4});
   const fg = await skl.foreground(['attach', ...pidArgs(server), '--ports', '8300', '--name', 'fgk']);
   await steered(t, ns, server, 8300);
-  t.is(netnsLinks(skl.ino) ?? 1, 1);
+  t.is(netnsLinks(skl.ino), 1);
 
   fg.child.kill('SIGKILL');
   t.deepEqual(await fg.exited, {code: null, signal: 'SIGKILL'});
@@ -571,7 +563,7 @@ privileged.serial('foreground killed with SIGKILL: nothing remains and its ports
   await steered(t, ns, server, server.port);
   t.like(await skl.status(), {dispatcher: false, attachments: []});
   t.deepEqual(pinsOf(skl.ino), []);
-  t.is(netnsLinks(skl.ino) ?? 0, 0, 'no sk_lookup link left on the namespace');
+  t.is(netnsLinks(skl.ino), 0, 'no sk_lookup link left on the namespace');
   // and the port is free for others
   await skl.ok(['attach', ...pidArgs(server), '--ports', '8300', '--name', 'after']);
   await steered(t, ns, server, 8300);

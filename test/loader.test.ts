@@ -1,6 +1,6 @@
 // The typed loader (src/bpf) against the real kernel: load, test-run, maps, pins, and the errors
 // of bad use (garbage object, verifier rejection, missing pin).
-import {existsSync, readFileSync, rmdirSync, unlinkSync} from 'node:fs';
+import {closeSync, existsSync, openSync, readFileSync, rmdirSync, statSync, unlinkSync} from 'node:fs';
 import test from 'ava';
 import {
   BPF_EXIST,
@@ -13,9 +13,12 @@ import {
   VerifierError,
   mapInfoByFd,
   numPossibleCpus,
+  progInfoByFd,
   u32Key,
 } from '../src/bpf/index.js';
 import {DEFAULT_BPFFS, ensureBpffs, mkdirBpffs} from '../src/sys/index.js';
+import {BPF_LINK_TYPE_NETNS, bpfLinks, fdinfo, netnsLinks} from './helpers/links.js';
+import {createNetns} from './helpers/netns.js';
 import {privileged} from './helpers/privileged.js';
 
 const root = new URL('../../', import.meta.url);
@@ -229,4 +232,43 @@ privileged('a map pinned in bpffs can be reopened, and is gone once unpinned', t
   rmdirSync(dir);
   t.false(existsSync(dir));
   t.throws(() => BpfMap.openPinned(pin), {instanceOf: NotFoundError});
+});
+
+privileged("the tests' link reader (helpers/links.ts) agrees with the kernel's fdinfo, and sees a link go", t => {
+  // The end-to-end tests prove "no link left behind" with skl's own link info; check that reader
+  // against the kernel's own account of the link (/proc/self/fdinfo), on a link of a test namespace.
+  const ns = createNetns(t);
+  const ino = statSync(ns.path).ino;
+  const obj = BpfObject.load(readObject('bpf/sk_dispatch.o'), {name: 'sk_dispatch.o'});
+  t.teardown(() => obj.close());
+  const prog = obj.program('sk_dispatch');
+  t.deepEqual(netnsLinks(ino), [], 'a new namespace has no link');
+
+  const nsFd = openSync(ns.path, 'r');
+  let link: Link;
+  try {
+    link = prog.attachNetns(nsFd, ns.name);
+  } finally {
+    closeSync(nsFd);
+  }
+  t.teardown(() => link.close());
+  const progId = progInfoByFd(prog.fd).id;
+  const kernel = fdinfo(link.fd);
+  t.is(kernel.link_type, 'netns', JSON.stringify(kernel));
+  const found = netnsLinks(ino);
+  t.is(found.length, 1, 'the reader finds the one link on the namespace');
+  t.deepEqual(found[0], {
+    type: BPF_LINK_TYPE_NETNS,
+    id: Number(kernel.link_id),
+    progId: Number(kernel.prog_id),
+    netnsIno: Number(kernel.netns_ino),
+    attachType: Number(kernel.attach_type),
+    ifindex: 0,
+  });
+  t.is(found[0].progId, progId);
+  t.is(found[0].netnsIno, ino);
+  t.true(bpfLinks().some(l => l.id === found[0].id), 'and among all links');
+
+  link.close();
+  t.deepEqual(netnsLinks(ino), [], 'gone once its only fd is closed');
 });

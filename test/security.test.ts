@@ -3,12 +3,13 @@
 // permission (and failing leaves nothing half done), the hijack guard holds for ranges, and skl
 // never runs code named by the invoking user's environment.
 import {spawnSync} from 'node:child_process';
-import {existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync} from 'node:fs';
+import {mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync} from 'node:fs';
+import {createRequire} from 'node:module';
 import {fileURLToPath} from 'node:url';
 import type {ExecutionContext} from 'ava';
 import {privileged} from './helpers/privileged.js';
 import {createNetns, type Netns} from './helpers/netns.js';
-import {SKL_PIN_ROOT, useSkl, type SklContext} from './helpers/dispatcher.js';
+import {SKL_BIN, SKL_PIN_ROOT, sklEnv, useSkl, type SklContext} from './helpers/dispatcher.js';
 import {connectOnce} from './helpers/clients.js';
 import {startToyServer} from './helpers/servers.js';
 import {
@@ -199,26 +200,90 @@ privileged('hijack guard: a range that merely contains a port another socket ser
   t.like(await connectOnce(ns, {proto: 'udp', host: HOST, port: 9053}), {ok: true, reply: {pid: udpVictim.pid}});
 });
 
-privileged("environment: skl never loads code named by the invoking user's environment (oclif user or linked plugins)", async t => {
-  const {ns} = await setup(t);
+/**
+ * Plant oclif plugins where oclif would pick them up from a user's environment: the user-plugin
+ * manifest (`<data dir>/package.json`, oclif.plugins) naming a "user" plugin installed in
+ * `<data dir>/node_modules` and a "linked" plugin elsewhere on disk, each with an init hook that
+ * leaves a marker file `RAN-<name>` in `dir` when it runs (with skl's privileges: root). The data
+ * dir is $SKL_DATA_DIR, else $XDG_DATA_HOME/skl, else $HOME/.local/share/skl (oclif's
+ * Config.dataDir): one plant for each, and the environment that selects it.
+ */
+function plantPlugins(dir: string): Record<string, string>[] {
+  const plugin = (root: string, name: string): void => {
+    mkdirSync(root, {recursive: true});
+    writeFileSync(`${root}/package.json`, JSON.stringify({name, version: '1.0.0', type: 'module', main: 'hook.js', oclif: {hooks: {init: './hook.js'}}}));
+    writeFileSync(`${root}/hook.js`, `import {writeFileSync} from 'node:fs'; export default async function () { writeFileSync(${JSON.stringify(`${dir}/RAN-${name}`)}, 'ran'); }\n`);
+  };
+  const linked = `${dir}/evil-link`;
+  plugin(linked, 'evil-link');
+  const dataDirs = {data: `${dir}/data`, xdg: `${dir}/xdg/skl`, home: `${dir}/home/.local/share/skl`};
+  for (const d of Object.values(dataDirs)) {
+    plugin(`${d}/node_modules/evil-user`, 'evil-user');
+    writeFileSync(
+      `${d}/package.json`,
+      JSON.stringify({
+        private: true,
+        oclif: {schema: 1, plugins: [{type: 'user', name: 'evil-user'}, {type: 'link', name: 'evil-link', root: linked}]},
+        dependencies: {'evil-user': '1.0.0'},
+      }),
+    );
+  }
+  // each environment selects one data dir (the others are emptied, as unset)
+  return [
+    {SKL_DATA_DIR: dataDirs.data},
+    {SKL_DATA_DIR: '', XDG_DATA_HOME: `${dir}/xdg`},
+    {SKL_DATA_DIR: '', XDG_DATA_HOME: '', HOME: `${dir}/home`},
+  ];
+}
+
+const ranMarkers = (dir: string): string[] => readdirSync(dir).filter(f => f.startsWith('RAN-')).sort();
+
+/** A scratch directory with the plants, and the environments that select each (removed after the test). */
+function planted(t: ExecutionContext): {dir: string; envs: Record<string, string>[]} {
   const dir = mkdtempSync('/tmp/skl-plugin-test-');
   t.teardown(() => rmSync(dir, {recursive: true, force: true}));
-  const marker = `${dir}/RAN`;
-  // A "linked plugin" whose init hook would run with skl's (root) privileges.
-  const evil = `${dir}/evil`;
-  mkdirSync(evil);
-  writeFileSync(`${evil}/package.json`, JSON.stringify({name: 'evil', version: '1.0.0', type: 'module', oclif: {hooks: {init: './hook.js'}}}));
-  writeFileSync(`${evil}/hook.js`, `import {writeFileSync} from 'node:fs'; export default async function () { writeFileSync(${JSON.stringify(marker)}, 'ran'); }\n`);
-  const pjson = JSON.stringify({private: true, oclif: {schema: 1, plugins: [{type: 'link', name: 'evil', root: evil}]}, dependencies: {}});
-  for (const d of ['data', 'xdg/skl', 'home/.local/share/skl']) {
-    mkdirSync(`${dir}/${d}`, {recursive: true});
-    writeFileSync(`${dir}/${d}/package.json`, pjson);
-  }
-  const envs: Record<string, string>[] = [{SKL_DATA_DIR: `${dir}/data`}, {XDG_DATA_HOME: `${dir}/xdg`}, {HOME: `${dir}/home`}];
+  // autocomplete writes its cache under the cache dir: keep it in the scratch directory
+  return {dir, envs: plantPlugins(dir).map(env => ({...env, SKL_CACHE_DIR: `${dir}/cache`}))};
+}
+
+privileged.serial('environment: the planted plugins are ones oclif itself would load (control for the tests below)', t => {
+  // The same oclif, on skl's own root, without skl's protection (userPlugins: false), runs both
+  // plants: so a clean run below means skl refused them, not that the plants were inert.
+  const {dir, envs} = planted(t);
+  const oclifCore = createRequire(SKL_BIN).resolve('@oclif/core');
+  const unprotected = 'const [core, root, ...args] = process.argv.slice(1); const {execute} = await import(core); await execute({args, loadOptions: {root}});';
   for (const env of envs) {
-    const r = await runSkl(['status'], {netns: ns.path, env});
-    t.is(r.code, 0, `${JSON.stringify(env)}: ${describeRun(r)}`);
-    t.false(existsSync(marker), `${JSON.stringify(env)}: the plugin's code ran`);
-    t.deepEqual(stderrLines(r), [], 'no warning either');
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', unprotected, oclifCore, SKL_BIN, '--help'], {encoding: 'utf8', env: sklEnv(env), timeout: 30_000});
+    t.is(r.status, 0, `${JSON.stringify(env)}: ${r.stderr}`);
+    t.deepEqual(ranMarkers(dir), ['RAN-evil-link', 'RAN-evil-user'], `${JSON.stringify(env)}: oclif loads the planted plugins`);
+    for (const m of ranMarkers(dir)) rmSync(`${dir}/${m}`);
   }
 });
+
+/** Every way into skl: the fast path (no oclif), then each path that loads oclif. */
+const ENTRY_PATHS: {title: string; args: string[]; env?: Record<string, string>; netns?: boolean; code?: number}[] = [
+  {title: 'skl status (fast path, no oclif)', args: ['status'], netns: true},
+  {title: 'SKL_FULL_CLI=1 skl status', args: ['status'], netns: true, env: {SKL_FULL_CLI: '1'}},
+  {title: 'DEBUG=… skl status', args: ['status'], netns: true, env: {DEBUG: 'skl-test-nothing'}},
+  {title: 'skl --help', args: ['--help']},
+  {title: 'skl status --help', args: ['status', '--help']},
+  {title: 'skl ports --help', args: ['ports', '--help']},
+  {title: 'skl doctor', args: ['doctor', '--json']},
+  {title: 'skl autocomplete bash (completion)', args: ['autocomplete', 'bash']},
+  {title: 'an unknown command', args: ['no-such-command'], code: 2},
+];
+
+for (const run of ENTRY_PATHS) {
+  // serial: each starts a few oclif processes, load enough on a 2-core runner next to the other tests
+  privileged.serial(`environment: skl never loads code named by the invoking user's environment (oclif user or linked plugins): ${run.title}`, async t => {
+    const ns = run.netns ? createNetns(t) : undefined;
+    const {dir, envs} = planted(t);
+    for (const env of envs) {
+      const what = `skl ${run.args.join(' ')} with ${JSON.stringify({...env, ...run.env})}`;
+      const r = await runSkl(run.args, {netns: ns?.path, env: {...env, ...run.env}});
+      t.is(r.code, run.code ?? 0, `${what}: ${describeRun(r)}`);
+      t.deepEqual(ranMarkers(dir), [], `${what}: a planted plugin's code ran`);
+      t.notRegex(r.stdout + r.stderr, /evil/, `${what}: no trace of the planted plugins (warnings, commands)`);
+    }
+  });
+}

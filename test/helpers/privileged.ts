@@ -68,13 +68,12 @@ export type PrivilegedImpl = (t: ExecutionContext) => PromiseLike<void> | void;
 
 type Register = (title: string, impl: PrivilegedImpl) => void;
 
-function declare(run: Register, skip: Register, title: string, impl: PrivilegedImpl): void {
-  const reason = privilegedReason();
+function declare(run: Register, skip: Register, title: string, impl: PrivilegedImpl, reason = privilegedReason()): void {
   if (reason === undefined) {
     run(title, impl);
   } else if (isCi()) {
     run(title, t => {
-      t.fail(`privileged test cannot run under CI: ${reason}`);
+      t.fail(`test cannot run under CI: ${reason}`);
     });
   } else {
     skip(`${title} [skipped: ${reason}]`, impl);
@@ -98,3 +97,43 @@ export const privileged: PrivilegedFn = Object.assign(
     },
   },
 );
+
+/**
+ * Resolve the external tools a test needs, each given as a name or as alternatives ('cc|gcc|clang'):
+ * their paths, in order, or the reason some are missing.
+ */
+export function resolveTools(specs: readonly string[], find: (name: string) => string | undefined = findExecutable): {paths: string[]} | {reason: string} {
+  const paths: string[] = [];
+  const missing: string[] = [];
+  for (const spec of specs) {
+    const found = spec.split('|').map(name => find(name)).find(p => p !== undefined);
+    if (found === undefined) missing.push(spec.replaceAll('|', ' or '));
+    else paths.push(found);
+  }
+  return missing.length === 0 ? {paths} : {reason: `${missing.join(', ')} not found (scripts/setup.sh installs it when run as root)`};
+}
+
+export type ToolImpl = (t: ExecutionContext, paths: string[]) => PromiseLike<void> | void;
+
+/**
+ * Tests that need external tools (setpriv, a C compiler, bpftool): `needing(['setpriv']).test(title,
+ * (t, [setpriv]) => …)`, or `.privileged(…)` for a test that also needs root. Registered when every
+ * tool is found (the implementation gets their paths); otherwise skipped with the reason in its
+ * title — except under CI (CI=true), where it is registered and fails with the reason: a test that
+ * cannot check what it is there to check must never pass silently.
+ */
+export function needing(specs: readonly string[]): {test(title: string, impl: ToolImpl): void; privileged(title: string, impl: ToolImpl): void} {
+  const tools = resolveTools(specs);
+  const register = (reason: string | undefined, title: string, impl: ToolImpl): void => {
+    const paths = 'paths' in tools ? tools.paths : [];
+    declare((ti, im) => test(ti, im), (ti, im) => test.skip(ti, im), title, t => impl(t, paths), reason);
+  };
+  const toolReason = 'reason' in tools ? tools.reason : undefined;
+  return {
+    test: (title, impl) => register(toolReason, title, impl),
+    privileged: (title, impl) => {
+      const why = [privilegedReason(), toolReason].filter(r => r !== undefined).join('; ');
+      register(why === '' ? undefined : why, title, impl);
+    },
+  };
+}
