@@ -9,14 +9,13 @@ import type {ExecutionContext} from 'ava';
 import {privileged} from './helpers/privileged.js';
 import {createNetns, type Netns} from './helpers/netns.js';
 import {eventually, SKL_PIN_ROOT, useSkl, type SklContext, type StatusJson} from './helpers/dispatcher.js';
-import {connectOnce, runClient} from './helpers/clients.js';
+import {connectOnce, netCounters, runClient} from './helpers/clients.js';
 import {
   describeRun,
   pinEntriesOf,
   pinFilesOf,
   PIN_FILES,
   runSkl,
-  sleep,
   slotsOf,
   startLoad,
   startQuietServer,
@@ -74,7 +73,7 @@ function assertConsistent(t: ExecutionContext, ino: number, expectDispatcher: bo
 // Under load
 // ---------------------------------------------------------------------------------------------
 
-privileged.serial('load: ≥2,000 connections/s for ≥10 s to ports that stay attached never fail while ports, attachments and the target socket change', async t => {
+privileged.serial('load: 20,000+ connections to ports that stay attached never fail while ports, attachments and the target socket change', async t => {
   t.timeout(180_000);
   const {ns, sk} = await setup(t);
   const oldServer = await server(t, ns, 7000);
@@ -84,72 +83,95 @@ privileged.serial('load: ≥2,000 connections/s for ≥10 s to ports that stay a
   const warm = await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8001});
   t.true(warm.ok, `warm-up connection: ${JSON.stringify(warm)}`);
 
+  // How long the load lasts is decided by counts, never by time: it goes on until the churn has
+  // run MIN_CYCLES cycles and the target socket has been replaced, at least MIN_CONNECTIONS
+  // connections have been started, and AFTER_LAST_CHANGE more after the last change.
+  // RATE only paces the client; the rate achieved is logged, not asserted (`npm run bench`, section 2, measures it).
   const RATE = 2300;
-  const DURATION_S = 11;
-  const load = startLoad(ns, {host: HOST, ports: stayed, rate: RATE, durationS: DURATION_S, timeoutMs: 15_000});
+  const MIN_CYCLES = 3;
+  const MIN_CONNECTIONS = 20_000;
+  const AFTER_LAST_CHANGE = 2_000;
+  const HANG_MS = 60_000;
+  const load = startLoad(ns, {host: HOST, ports: stayed, rate: RATE, timeoutMs: 15_000});
   t.teardown(() => {
     load.child.kill('SIGKILL');
   });
   await load.started;
-  const t0 = Date.now();
-  let clientDone = false;
+  let clientGone = false;
   void load.result.then(
-    () => (clientDone = true),
-    () => (clientDone = true),
+    () => (clientGone = true),
+    () => (clientGone = true),
   );
+  t.true(await eventually(async () => (await load.mark()).succeeded >= 100, HANG_MS), 'the load is flowing before anything changes');
 
   const timeline: string[] = [];
   const churnFailures: string[] = [];
+  const note = async (label: string): Promise<void> => {
+    const m = clientGone ? undefined : await load.mark();
+    timeline.push(`${label} (load: ${m === undefined ? 'gone' : `${m.attempted} started, ${m.failed} failed`})`);
+  };
   const step = async (label: string, args: string[]): Promise<void> => {
     const r = await sk.run(args, 60_000);
-    timeline.push(`${Date.now() - t0}ms ${label}: exit ${r.code}`);
+    await note(`${label}: exit ${r.code}`);
     if (r.code !== 0) churnFailures.push(`${label}: ${describeRun(r)}`);
   };
 
+  // meanwhile, a new server process takes over the name once the churn has run a cycle; the old
+  // one stops once every connection started before the takeover has finished
+  let newServer: QuietServer | undefined;
+  let swapped = false;
+  let firstCycle!: () => void;
+  const firstCycleDone = new Promise<void>(resolve => (firstCycle = resolve));
+  const swap = (async () => {
+    await firstCycleDone;
+    newServer = await server(t, ns, 7001);
+    await step(`re-attach web to new server pid ${newServer.pid}`, ['attach', '--pid', String(newServer.pid), '--name', 'web']);
+    await load.drained(await load.mark(), HANG_MS);
+    await oldServer.stop();
+    await note(`old server pid ${oldServer.pid} stopped`);
+    swapped = true;
+  })();
   // the churn: ports of web come and go, a second attachment comes and goes, over and over
   let cycles = 0;
   const churn = (async () => {
-    while (!clientDone) {
-      await step('ports add web 9000-9099', ['ports', 'add', 'web', '9000-9099']);
-      await step('attach side', ['attach', '--pid', String(sideServer.pid), '--name', 'side', '--ports', '9100-9199']);
-      await step('ports remove web 9000-9099', ['ports', 'remove', 'web', '9000-9099']);
-      await step('detach side', ['detach', 'side']);
-      cycles++;
+    try {
+      while (!clientGone && (cycles < MIN_CYCLES || !swapped || (await load.mark()).attempted < MIN_CONNECTIONS)) {
+        await step('ports add web 9000-9099', ['ports', 'add', 'web', '9000-9099']);
+        await step('attach side', ['attach', '--pid', String(sideServer.pid), '--name', 'side', '--ports', '9100-9199']);
+        await step('ports remove web 9000-9099', ['ports', 'remove', 'web', '9000-9099']);
+        await step('detach side', ['detach', 'side']);
+        cycles++;
+        firstCycle();
+      }
+    } finally {
+      firstCycle();
     }
   })();
-  // meanwhile, a new server process takes over the name; connections reach either until the old one stops
-  let newServer: QuietServer | undefined;
-  let oldStopped = false;
-  const swap = (async () => {
-    await sleep(3_000);
-    newServer = await server(t, ns, 7001);
-    await step(`re-attach web to new server pid ${newServer.pid}`, ['attach', '--pid', String(newServer.pid), '--name', 'web']);
-    await sleep(2_500);
-    await oldServer.stop();
-    oldStopped = !clientDone;
-    timeline.push(`${Date.now() - t0}ms old server pid ${oldServer.pid} stopped`);
-  })();
   await Promise.all([churn, swap]);
-  const result = await load.result;
-  const rate = result.attempted / (result.startSpanMs / 1000);
+  const lastChange = await load.mark();
+  const wentOn = await eventually(async () => (await load.mark()).attempted >= lastChange.attempted + AFTER_LAST_CHANGE, HANG_MS);
+  const result = await load.stop();
+
   t.log(
     `load: attempted ${result.attempted}, succeeded ${result.succeeded}, failed ${result.failed} ` +
-      `(${rate.toFixed(0)} connections/s started over ${(result.startSpanMs / 1000).toFixed(1)} s; all finished after ${(result.elapsedMs / 1000).toFixed(1)} s; ` +
-      `max in flight ${result.maxInFlight}; slowest ${result.slowestMs} ms)`,
+      `(not asserted: ${(result.attempted / (result.startSpanMs / 1000)).toFixed(0)} connections/s started over ${(result.startSpanMs / 1000).toFixed(1)} s; ` +
+      `all finished after ${(result.elapsedMs / 1000).toFixed(1)} s; max in flight ${result.maxInFlight}; slowest ${result.slowestMs} ms)`,
   );
-  t.log(`replies by server pid: ${JSON.stringify(result.byPid)} (old ${oldServer.pid}, new ${newServer?.pid})`);
-  t.log(`churn during the load: ${cycles} cycles of ports add/remove + a second attachment attached/detached; ${timeline.length} skl invocations`);
+  t.log(`replies by server pid: ${JSON.stringify(result.byPid)} (old ${oldServer.pid}, new ${newServer?.pid}, side ${sideServer.pid})`);
+  t.log(`churn during the load: ${cycles} cycles of ports add/remove + a second attachment attached/detached; ${timeline.filter(l => l.includes(': exit ')).length} skl invocations`);
   if (result.failed > 0) t.log(`failures: ${JSON.stringify(result.errors)}; first: ${JSON.stringify(result.failures)}; timeline: ${timeline.join(' | ')}`);
 
   t.deepEqual(churnFailures, [], 'every skl invocation of the churn succeeded');
-  t.true(result.attempted >= 2000 * 10, `at least 20,000 connections attempted (got ${result.attempted})`);
-  t.true(rate >= 2000, `at least 2,000 connections/s (got ${rate.toFixed(0)})`);
-  t.true(result.startSpanMs >= 10_000, `for at least 10 s (got ${result.startSpanMs} ms)`);
+  t.true(swapped && newServer !== undefined, 'the target socket was replaced and the old server stopped while the load ran');
+  t.true(wentOn, `the load went on for ${AFTER_LAST_CHANGE} more connections after the last change`);
+  t.true(result.attempted >= MIN_CONNECTIONS, `at least ${MIN_CONNECTIONS} connections attempted (got ${result.attempted})`);
   t.is(result.failed, 0, `no connection to a port that stayed attached failed: ${JSON.stringify(result.errors)}`);
   t.is(result.succeeded, result.attempted);
-  t.true(cycles >= 2, `the churn ran at least two full cycles during the load (ran ${cycles})`);
-  t.true(newServer !== undefined && oldStopped, 'the target socket was replaced and the old server stopped during the load');
-  t.true((result.byPid[String(newServer!.pid)] ?? 0) > 0, 'the new server answered');
+  t.deepEqual(
+    Object.keys(result.byPid).sort(),
+    [String(oldServer.pid), String(newServer?.pid)].sort(),
+    'every connection was answered by the old or the new target (never by the side attachment), and both answered',
+  );
 
   const st = await sk.status();
   t.deepEqual(
@@ -273,9 +295,11 @@ privileged.serial('fault: target killed → its ports refuse at once, status say
 
   target.child.kill('SIGKILL');
   await new Promise(resolve => (target.child.exitCode !== null || target.child.signalCode !== null ? resolve(undefined) : target.child.once('exit', resolve)));
-  const refused = await runClient(ns, {proto: 'tcp', host: HOST, port: 8001, count: 5, timeoutMs: 5_000});
+  // "at once": each SYN is answered by a RST, none is sent again (the per-attempt timeout only catches a hang)
+  const before = netCounters(ns);
+  const refused = await runClient(ns, {proto: 'tcp', host: HOST, port: 8001, count: 5, timeoutMs: 20_000});
   t.deepEqual(refused.errors, {ECONNREFUSED: 5}, 'refused, not timed out');
-  t.true(refused.elapsedMs < 2_000, `5 refusals took ${refused.elapsedMs} ms`);
+  t.is(netCounters(ns).tcpSynRetrans, before.tcpSynRetrans, 'no SYN retransmitted: refused at the first SYN');
   t.log(`after the target was killed: 5 connections refused in ${refused.elapsedMs} ms`);
 
   const web = await sk.attachment('web');
@@ -502,7 +526,7 @@ privileged.serial('fault: a namespace deleted while attached → its pins are co
     } finally {
       l.close();
     }
-  }, 15_000);
+  }, 60_000);
   t.true(detached, 'the kernel detached the link of the deleted namespace');
   underLock(() => renameSync(hold, `${SKL_PIN_ROOT}/${reuse.sk.ino}`));
   // The namespace with that inode starts clean: its first skl removes the stale state and says so
@@ -531,7 +555,7 @@ privileged.serial('fault: a namespace deleted while attached → its pins are co
   const collected = await eventually(async () => {
     await runSkl(['status'], {netns: keepNs.path});
     return pinEntriesOf(ino2).length === 0;
-  }, 15_000, 200);
+  }, 60_000, 200);
   t.true(collected, `pins of the deleted namespace ${ino2} collected`);
   void sk;
 });

@@ -71,3 +71,47 @@ export async function connectOnce(
   const error = Object.keys(result.errors)[0] ?? 'EUNKNOWN';
   return {ok: false, error};
 }
+
+/** Counters the kernel keeps per network namespace (/proc/net/netstat, snmp, snmp6, read inside `ns`). */
+export interface NetCounters {
+  /** SYNs (and SYN-ACKs) sent again: a connection that was not answered or refused at once. */
+  tcpSynRetrans: number;
+  /** UDP datagrams that reached no socket, IPv4 and IPv6. */
+  udpNoPorts: number;
+  udp6NoPorts: number;
+}
+
+/** Parse the "Prefix: names…" / "Prefix: values…" line pairs of /proc/net/snmp and /proc/net/netstat. */
+export function parseSnmpPairs(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  const lines = text.split('\n').filter(l => l.trim() !== '');
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const names = lines[i].split(/\s+/);
+    const values = lines[i + 1].split(/\s+/);
+    const prefix = names[0].replace(/:$/, '');
+    for (let k = 1; k < names.length; k++) out[`${prefix}${names[k]}`] = Number(values[k]);
+  }
+  return out;
+}
+
+export function netCounters(ns: Netns): NetCounters {
+  const read = (file: string): string => ns.exec('cat', [file], {check: true}).stdout;
+  const netstat = parseSnmpPairs(read('/proc/net/netstat'));
+  const snmp = parseSnmpPairs(read('/proc/net/snmp'));
+  const snmp6 = Object.fromEntries(
+    read('/proc/net/snmp6')
+      .split('\n')
+      .map(l => l.trim().split(/\s+/))
+      .filter(f => f.length === 2)
+      .map(([k, v]) => [k, Number(v)]),
+  );
+  const num = (v: number | undefined, what: string): number => {
+    if (v === undefined || !Number.isFinite(v)) throw new Error(`no ${what} counter in ${ns.name}`);
+    return v;
+  };
+  return {
+    tcpSynRetrans: num(netstat.TcpExtTCPSynRetrans, 'TcpExt TCPSynRetrans'),
+    udpNoPorts: num(snmp.UdpNoPorts, 'Udp NoPorts'),
+    udp6NoPorts: num(snmp6.Udp6NoPorts, 'Udp6NoPorts'),
+  };
+}

@@ -262,7 +262,7 @@ export function useSkl(t: ExecutionContext, ns: Netns): SklContext {
 }
 
 /** Poll `check` until it returns true or `timeoutMs` passes; returns the last result. */
-export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 3_000, stepMs = 50): Promise<boolean> {
+export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, stepMs = 50): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return true;

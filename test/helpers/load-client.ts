@@ -1,15 +1,21 @@
 // An open-loop TCP load client for the reliability tests, run as a standalone process inside a
 // test namespace:
 //
-//   node dist/test/helpers/load-client.js --host H --ports P1,P2,... --rate PER_SEC --duration S
-//        [--timeout MS]
+//   node dist/test/helpers/load-client.js --host H --ports P1,P2,... --rate PER_SEC [--timeout MS]
 //
 // Connection i starts at start + i/rate (whatever happened to earlier ones: a stall makes it catch
 // up in a burst instead of lowering the rate), goes to ports[i % ports.length], reads the server's
 // JSON reply ({pid, ...}) up to its FIN, then closes (the client closes second, so it leaves no TIME_WAIT behind).
-// Prints one JSON line, a LoadResult, when every connection has finished.
+//
+// It runs until told to stop, so that a test decides by counts (never by time) how long the load
+// lasts. Commands on stdin, one per line:
+//   mark   prints {"event":"mark","attempted":A,"succeeded":S,"failed":F} at once, and later
+//          {"event":"drained","mark":A} when every connection started before the mark has finished
+//   stop   (or the end of stdin) starts no more connections; when every one has finished, prints
+//          one JSON line, a LoadResult, and exits
 import net from 'node:net';
 import {pathToFileURL} from 'node:url';
+import {createInterface} from 'node:readline';
 import {parseArgs} from 'node:util';
 
 export interface LoadFailure {
@@ -32,7 +38,7 @@ export interface LoadResult {
   failures: LoadFailure[];
   /** ms from the first start to the last finish */
   elapsedMs: number;
-  /** ms during which connections were started */
+  /** ms during which connections were started (until the stop) */
   startSpanMs: number;
   /** highest number of connections in flight at once */
   maxInFlight: number;
@@ -44,14 +50,20 @@ interface Args {
   host: string;
   ports: number[];
   rate: number;
-  durationS: number;
   timeoutMs: number;
+}
+
+export interface LoadMark {
+  event: 'mark';
+  attempted: number;
+  succeeded: number;
+  failed: number;
 }
 
 function parse(argv: string[]): Args {
   const {values} = parseArgs({
     args: argv,
-    options: {host: {type: 'string'}, ports: {type: 'string'}, rate: {type: 'string'}, duration: {type: 'string'}, timeout: {type: 'string'}},
+    options: {host: {type: 'string'}, ports: {type: 'string'}, rate: {type: 'string'}, timeout: {type: 'string'}},
     strict: true,
   });
   const ports = (values.ports ?? '').split(',').map(Number);
@@ -59,13 +71,23 @@ function parse(argv: string[]): Args {
   const host = values.host ?? '';
   if (net.isIP(host) === 0) throw new Error('--host must be an IP address');
   const rate = Number(values.rate);
-  const durationS = Number(values.duration);
   const timeoutMs = Number(values.timeout ?? 10_000);
-  if (!(rate > 0) || !(durationS > 0) || !(timeoutMs > 0)) throw new Error('--rate, --duration and --timeout must be positive');
-  return {host, ports, rate, durationS, timeoutMs};
+  if (!(rate > 0) || !(timeoutMs > 0)) throw new Error('--rate and --timeout must be positive');
+  return {host, ports, rate, timeoutMs};
 }
 
-async function run(a: Args): Promise<LoadResult> {
+/** What drives the client: counts to report, and when to stop. */
+export interface LoadControl {
+  /** Called with a mark; `drained` is called later, once every connection started before it has finished. */
+  onMark(mark: LoadMark): void;
+  onDrained(attempted: number): void;
+  /** Resolves when the client is to stop starting connections. */
+  stopped: Promise<void>;
+  /** Registers the function that takes a mark now. */
+  setMarker(mark: () => void): void;
+}
+
+async function run(a: Args, control: LoadControl): Promise<LoadResult> {
   const r: LoadResult = {
     attempted: 0,
     succeeded: 0,
@@ -80,16 +102,29 @@ async function run(a: Args): Promise<LoadResult> {
     slowestMs: 0,
   };
   for (const p of a.ports) r.perPort[p] = {ok: 0, failed: 0};
-  const total = Math.round(a.rate * a.durationS);
   const start = performance.now();
   let inFlight = 0;
-  let finished = 0;
-  let resolveAll!: () => void;
-  const allDone = new Promise<void>(resolve => (resolveAll = resolve));
+  let stopping = false;
+  let onIdle: (() => void) | undefined;
+  // which connections have finished: every index below `lowestOpen` has; pending marks wait for it
+  const finishedIdx: boolean[] = [];
+  let lowestOpen = 0;
+  let pendingMarks: number[] = [];
+  const checkMarks = (): void => {
+    while (finishedIdx[lowestOpen] === true) lowestOpen++;
+    const drained = pendingMarks.filter(m => m <= lowestOpen);
+    pendingMarks = pendingMarks.filter(m => m > lowestOpen);
+    for (const m of drained) control.onDrained(m);
+  };
+  control.setMarker(() => {
+    control.onMark({event: 'mark', attempted: r.attempted, succeeded: r.succeeded, failed: r.failed});
+    pendingMarks.push(r.attempted);
+    checkMarks();
+  });
 
-  const done = (port: number, startedAt: number, outcome: {pid: number} | {error: string}): void => {
+  const done = (idx: number, port: number, startedAt: number, outcome: {pid: number} | {error: string}): void => {
     inFlight--;
-    finished++;
+    finishedIdx[idx] = true;
     if ('pid' in outcome) {
       r.succeeded++;
       r.perPort[port].ok++;
@@ -101,10 +136,12 @@ async function run(a: Args): Promise<LoadResult> {
       r.errors[outcome.error] = (r.errors[outcome.error] ?? 0) + 1;
       if (r.failures.length < 20) r.failures.push({port, error: outcome.error, startedAt: Math.round(startedAt)});
     }
-    if (finished === total) resolveAll();
+    checkMarks();
+    if (stopping && inFlight === 0) onIdle?.();
   };
 
   const connect = (port: number): void => {
+    const idx = r.attempted;
     const startedAt = performance.now() - start;
     r.attempted++;
     inFlight++;
@@ -117,7 +154,7 @@ async function run(a: Args): Promise<LoadResult> {
       settled = true;
       clearTimeout(timer);
       socket.destroy();
-      done(port, startedAt, outcome);
+      done(idx, port, startedAt, outcome);
     };
     const timer = setTimeout(() => finish({error: 'ETIMEDOUT'}), a.timeoutMs);
     socket.setEncoding('utf8');
@@ -135,21 +172,21 @@ async function run(a: Args): Promise<LoadResult> {
     socket.on('close', () => finish({error: 'ECLOSED'}));
   };
 
-  let started = 0;
+  void control.stopped.then(() => (stopping = true));
   await new Promise<void>(resolve => {
     const tick = (): void => {
-      const due = Math.min(total, Math.floor(((performance.now() - start) * a.rate) / 1000) + 1);
-      while (started < due) connect(a.ports[started++ % a.ports.length]);
-      if (started >= total) {
+      if (stopping) {
         r.startSpanMs = Math.round(performance.now() - start);
         resolve();
-      } else {
-        setTimeout(tick, 1);
+        return;
       }
+      const due = Math.floor(((performance.now() - start) * a.rate) / 1000) + 1;
+      while (r.attempted < due) connect(a.ports[r.attempted % a.ports.length]);
+      setTimeout(tick, 1);
     };
     tick();
   });
-  if (total > 0) await allDone;
+  if (inFlight > 0) await new Promise<void>(resolve => (onIdle = resolve));
   r.elapsedMs = Math.round(performance.now() - start);
   r.slowestMs = Math.round(r.slowestMs);
   return r;
@@ -163,9 +200,25 @@ async function main(): Promise<void> {
     process.stderr.write(`load-client: ${(err as Error).message}\n`);
     process.exit(2);
   }
-  process.stdout.write(`${JSON.stringify({event: 'started'})}\n`);
-  const result = await run(args);
-  process.stdout.write(`${JSON.stringify(result)}\n`);
+  const print = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value)}\n`);
+  let stop!: () => void;
+  let marker: () => void = () => undefined;
+  const control: LoadControl = {
+    onMark: print,
+    onDrained: mark => print({event: 'drained', mark}),
+    stopped: new Promise<void>(resolve => (stop = resolve)),
+    setMarker: m => (marker = m),
+  };
+  createInterface({input: process.stdin})
+    .on('line', line => {
+      if (line.trim() === 'mark') marker();
+      else if (line.trim() === 'stop') stop();
+    })
+    .on('close', () => stop());
+  print({event: 'started'});
+  const result = await run(args, control);
+  print(result);
+  process.exit(0);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

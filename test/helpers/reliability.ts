@@ -13,9 +13,9 @@ import {decodeMeta, META_SIZE, MAX_TARGETS, SLOT_FREE} from '../../src/dispatche
 import type {Netns} from './netns.js';
 import {stopChild} from './netns.js';
 import {runSkl, SKL_PIN_ROOT, type RunResult} from './dispatcher.js';
-import type {LoadResult} from './load-client.js';
+import type {LoadMark, LoadResult} from './load-client.js';
 
-export type {LoadResult} from './load-client.js';
+export type {LoadMark, LoadResult} from './load-client.js';
 export const LOAD_CLIENT_SCRIPT = fileURLToPath(new URL('./load-client.js', import.meta.url));
 
 /** The files a namespace's pinned dispatcher consists of. */
@@ -99,28 +99,55 @@ export interface LoadRun {
   child: ChildProcess;
   /** resolves once the client has started (its first line) */
   started: Promise<void>;
+  /** The client's counts now. */
+  mark(): Promise<LoadMark>;
+  /** Resolves once every connection started before `mark` has finished (rejects after `timeoutMs`: a hang). */
+  drained(mark: LoadMark, timeoutMs?: number): Promise<void>;
+  /** Start no more connections; resolves with the result once every one has finished. */
+  stop(): Promise<LoadResult>;
+  /** Settles when the client exits (with its result, or an error). */
   result: Promise<LoadResult>;
 }
 
-/** Start the open-loop load client in `ns`. */
-export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: number; durationS: number; timeoutMs?: number}): LoadRun {
-  const args = [LOAD_CLIENT_SCRIPT, '--host', o.host, '--ports', o.ports.join(','), '--rate', String(o.rate), '--duration', String(o.durationS)];
+/**
+ * Start the open-loop load client in `ns`. It runs until `stop()` (or until the test process goes
+ * away: the end of its stdin stops it too); the test decides by counts, through `mark()`, how long.
+ */
+export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: number; timeoutMs?: number}): LoadRun {
+  const args = [LOAD_CLIENT_SCRIPT, '--host', o.host, '--ports', o.ports.join(','), '--rate', String(o.rate)];
   if (o.timeoutMs !== undefined) args.push('--timeout', String(o.timeoutMs));
-  const child = ns.spawn(process.execPath, args, {stdio: ['ignore', 'pipe', 'pipe']});
+  const child = ns.spawn(process.execPath, args, {stdio: ['pipe', 'pipe', 'pipe']});
+  child.stdin!.on('error', () => undefined);
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const lines: string[] = [];
+  let last = '';
   let onStart!: () => void;
   const started = new Promise<void>(resolve => (onStart = resolve));
+  const markWaiters: Array<(m: LoadMark) => void> = [];
+  const drainedMarks = new Set<number>();
+  const drainWaiters = new Map<number, Array<() => void>>();
   createInterface({input: child.stdout!}).on('line', line => {
-    lines.push(line);
-    if (lines.length === 1) onStart();
+    last = line;
+    let e: {event?: string; mark?: number};
+    try {
+      e = JSON.parse(line) as typeof e;
+    } catch {
+      return;
+    }
+    if (e.event === 'started') onStart();
+    else if (e.event === 'mark') markWaiters.shift()?.(e as LoadMark);
+    else if (e.event === 'drained' && e.mark !== undefined) {
+      drainedMarks.add(e.mark);
+      for (const w of drainWaiters.get(e.mark) ?? []) w();
+      drainWaiters.delete(e.mark);
+    }
   });
+  let exited = false;
+  let deadline: NodeJS.Timeout | undefined;
   const result = new Promise<LoadResult>((resolve, reject) => {
-    const deadline = setTimeout(() => child.kill('SIGKILL'), (o.durationS + 60) * 1000);
     child.once('close', code => {
+      exited = true;
       clearTimeout(deadline);
-      const last = lines.at(-1) ?? '';
       try {
         const r = JSON.parse(last) as LoadResult & {event?: string};
         if (code === 0 && r.event === undefined) return resolve(r);
@@ -130,7 +157,37 @@ export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: nu
       reject(new Error(`load client exited (${code}) without a result; stderr: ${stderr}`));
     });
   });
-  return {child, started, result};
+  result.catch(() => undefined);
+  const gone = (): Error => new Error(`load client has exited; stderr: ${stderr}`);
+  return {
+    child,
+    started,
+    result,
+    mark: () =>
+      new Promise<LoadMark>((resolve, reject) => {
+        if (exited) return reject(gone());
+        markWaiters.push(resolve);
+        child.stdin!.write('mark\n');
+        result.then(() => reject(gone()), reject);
+      }),
+    drained: (mark, timeoutMs = 60_000) =>
+      new Promise<void>((resolve, reject) => {
+        if (drainedMarks.has(mark.attempted)) return resolve();
+        const timer = setTimeout(() => reject(new Error(`connections started before mark ${mark.attempted} not all finished after ${timeoutMs} ms`)), timeoutMs);
+        const list = drainWaiters.get(mark.attempted) ?? [];
+        list.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        drainWaiters.set(mark.attempted, list);
+      }),
+    stop: () => {
+      // a hang-catcher only: every connection has its own timeout, so the client ends soon after a stop
+      deadline ??= setTimeout(() => child.kill('SIGKILL'), 120_000);
+      if (!exited) child.stdin!.end('stop\n');
+      return result;
+    },
+  };
 }
 
 /** Entries of skl's bpffs root belonging to namespace inode `ino` (its directory, scratch directories). */

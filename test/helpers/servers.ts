@@ -80,7 +80,7 @@ export async function startToyServer(ns: Netns, opts: ToyServerOptions): Promise
     for (const l of exitListeners) l();
   });
 
-  const waitFor = (pred: (e: ServerEvent) => boolean, timeoutMs = 5_000): Promise<ServerEvent> => {
+  const waitFor = (pred: (e: ServerEvent) => boolean, timeoutMs = 30_000): Promise<ServerEvent> => {
     const seen = events.find(pred);
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {

@@ -49,7 +49,7 @@ export function attachForeignXdp(ns: Netns, dev: string, t?: ExecutionContext): 
   return on;
 }
 
-export async function waitUntil<T>(what: string, probe: () => T | undefined | false, timeoutMs = 10_000, stepMs = 50): Promise<T> {
+export async function waitUntil<T>(what: string, probe: () => T | undefined | false, timeoutMs = 30_000, stepMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = probe();
