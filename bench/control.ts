@@ -12,11 +12,11 @@
  *
  *   nsenter --net=/run/netns/NS node dist/bench/control.js [--rounds N] [--ports-rounds N]
  */
-import {spawn} from 'node:child_process';
+import {spawn, spawnSync} from 'node:child_process';
 import {pathToFileURL} from 'node:url';
 import {parseArgs} from 'node:util';
 import {BpfObject, type BpfMap} from '../src/bpf/index.js';
-import {portIndex, portValue} from '../src/dispatcher/layout.js';
+import {portIndex, withPortService} from '../src/dispatcher/layout.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
 import {dist, SKL, startAndWait, timed} from './lib/proc.js';
 import {stop} from './lib/netns.js';
@@ -37,6 +37,10 @@ export interface ControlResult {
   populate: {ports: number; firstMs: number; warm: Series; clear: Series};
   cli: Series[];
   portsAdd: Series[];
+  /** 1,000 host addresses × 1,000 ports bound by one `skl attach`, then status and detach */
+  million: {bindings: number; attach: Series; status: Series; detach: Series};
+  /** `skl attach` with TIME_WAIT sockets in the namespace against an idle one */
+  busy: {timeWait: number; idle: Series; busy: Series};
   rounds: number;
   portsRounds: number;
 }
@@ -56,7 +60,7 @@ function benchPopulate(rounds: number): ControlResult['populate'] {
     for (const n of MAP_NAMES) maps[n] = obj.map(n);
     const d = new DispatcherState('foreground', maps, 0);
     const ports = Array.from({length: 65535}, (_, i) => i + 1);
-    const value = portValue(0, {v4: true, v6: false}, false);
+    const value = withPortService(0, 4, 0);
     const fill = (): number => {
       const t0 = process.hrtime.bigint();
       d.writePorts(ports.map((p) => [portIndex('tcp', p), value]));
@@ -143,11 +147,60 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
       ser('statusBig', 'skl status (65,534 ports)', big.status),
       ser('portsRemove', 'skl ports remove NAME (65,533 ports)', big.remove),
     ];
-    return {populate, cli, portsAdd, rounds, portsRounds};
+
+    // a million bindings in one command: 1,000 /32 addresses × 1,000 ports
+    const addresses = Array.from({length: 1000}, (_, i) => ['--address', `127.1.${(i + 1) >> 8}.${(i + 1) & 0xff}`]).flat();
+    const mil: Record<string, {ms: number; cpuMs: number}[]> = {attach: [], status: [], detach: []};
+    for (let r = 0; r < Math.max(1, Math.min(portsRounds, 3)); r++) {
+      mil.attach.push(skl('attach', '--pid', String(pid), '--ports', '10000-10999', '--name', 'million', ...addresses));
+      mil.status.push(skl('status', '--json'));
+      mil.detach.push(skl('detach', 'million'));
+    }
+    const million = {
+      bindings: 1_000_000,
+      attach: ser('millionAttach', 'skl attach … --ports 10000-10999 --address ×1,000 (1,000,000 host bindings)', mil.attach),
+      status: ser('millionStatus', 'skl status --json (1,000,000 bindings)', mil.status),
+      detach: ser('millionDetach', 'skl detach (1,000,000 bindings, the last service)', mil.detach),
+    };
+
+    // a busy namespace: attach with 20,000 TIME_WAIT sockets vs none (interleaved would need 60 s
+    // for TIME_WAIT to drain: idle first, then busy)
+    const attachOnce = (): {ms: number; cpuMs: number} => {
+      const t = skl('attach', '--pid', String(pid), '--ports', '9090', '--name', 'busy');
+      skl('detach', 'busy');
+      return t;
+    };
+    const idle: {ms: number; cpuMs: number}[] = [];
+    for (let r = 0; r < rounds; r++) idle.push(attachOnce());
+    const churn = spawn(node, ['-e', TIME_WAIT_SCRIPT, '20000', '8080'], {stdio: ['ignore', 'pipe', 'inherit']});
+    await new Promise((resolve) => churn.once('exit', resolve));
+    const timeWait = Number(spawnSync('ss', ['-Htan', 'state', 'time-wait'], {encoding: 'utf8'}).stdout.split('\n').filter(Boolean).length);
+    const busySamples: {ms: number; cpuMs: number}[] = [];
+    for (let r = 0; r < rounds; r++) busySamples.push(attachOnce());
+    const busy = {timeWait, idle: ser('attachIdle', 'skl attach, idle namespace', idle), busy: ser('attachBusy', `skl attach, ${timeWait.toLocaleString('en-US')} TIME_WAIT sockets`, busySamples)};
+    return {populate, cli, portsAdd, million, busy, rounds, portsRounds};
   } finally {
     await stop(server);
   }
 }
+
+/** N connections to 127.0.0.1:PORT, each closed right away (the side that closes first keeps it in TIME_WAIT for 60 s). */
+const TIME_WAIT_SCRIPT = `
+const net = require('node:net');
+const [n, port] = process.argv.slice(1).map(Number);
+let done = 0, open = 0, started = 0;
+const next = () => {
+  while (open < 200 && started < n) {
+    started++; open++;
+    // source addresses 127.0.0.2-9: more 4-tuples than one address's ephemeral ports
+    const s = net.connect({port, host: '127.0.0.1', localAddress: '127.0.0.' + (2 + (started % 8))}, () => s.end());
+    s.resume();
+    s.on('close', () => { open--; if (++done === n) process.exit(0); next(); });
+    s.on('error', () => undefined);
+  }
+};
+next();
+`;
 
 async function main(): Promise<void> {
   const {values} = parseArgs({options: {rounds: {type: 'string'}, 'ports-rounds': {type: 'string'}}});

@@ -18,9 +18,10 @@ import net from 'node:net';
 import {fileURLToPath, pathToFileURL} from 'node:url';
 import {parseArgs} from 'node:util';
 import {BpfObject, u32Key, type BpfMap, type Program} from '../src/bpf/index.js';
-import {portIndex, portValue, MAX_TARGETS} from '../src/dispatcher/layout.js';
-import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
-import {PROGRAM_NAME} from '../src/dispatcher/store.js';
+import {anyPrefix, destIndex, MAX_SERVICES, SVC_READY, type Prefix} from '../src/dispatcher/layout.js';
+import {addBindings, type BindingSpec} from '../src/dispatcher/bindings.js';
+import {DispatcherState, dispatcherObjectBytes} from '../src/dispatcher/state.js';
+import {mapsOf, PROGRAM_NAME} from '../src/dispatcher/store.js';
 import {roundOrder, summarize, type Summary} from './lib/stats.js';
 
 const ROOT = new URL('../../', import.meta.url);
@@ -30,7 +31,10 @@ const SK_PASS = 1;
 
 /** Port counts measured for skl's dispatcher ("all" = every TCP port but the miss port). */
 export const PORT_SIZES = [1, 1024, 65534] as const;
-export const TARGET_COUNTS = [1, 64, MAX_TARGETS] as const;
+/** Services (each with its own listening socket) the ports are spread over. */
+export const TARGET_COUNTS = [1, 64, MAX_SERVICES] as const;
+/** Host (/32: the hash) and prefix (/24: the trie) bindings: 1, and 1,000 addresses or prefixes × 1,000 ports. */
+export const PREFIX_SIZES = [1, 1_000_000] as const;
 /** The seed's HASH holds at most 1024 ports. */
 export const SEED_PORT_SIZES = [1, 1024] as const;
 /** No size claims this port: every miss is measured on it. */
@@ -40,9 +44,12 @@ const FIRST_PORT = 10000;
 export interface VariantResult {
   id: string;
   program: 'empty' | 'seed' | 'skl';
-  case: 'miss' | 'hit' | 'any';
+  case: 'miss' | 'hit' | 'any' | 'prefix-hit' | 'prefix-miss';
   ports: number;
+  /** services the bindings are spread over */
   targets: number;
+  /** prefix bindings in the trie */
+  prefixBindings?: number;
   /** wall-clock ns per run, one sample per round */
   wall: Summary;
   /** the kernel's average ns per run (integer), one sample per round */
@@ -68,14 +75,14 @@ export interface ProgBenchResult {
   verified: boolean;
 }
 
-/** struct bpf_sk_lookup (72 bytes) for an IPv4 TCP lookup 127.0.0.1:40000 → 127.0.0.1:port. */
-export function skLookupCtx(localPort: number, protocol = IPPROTO_TCP): Buffer {
+/** struct bpf_sk_lookup (72 bytes) for an IPv4 TCP lookup 127.0.0.1:40000 → local:port. */
+export function skLookupCtx(localPort: number, protocol = IPPROTO_TCP, local = 0x7f000001): Buffer {
   const b = Buffer.alloc(72);
   b.writeUInt32LE(AF_INET, 8); // family
   b.writeUInt32LE(protocol, 12); // protocol
   b.writeUInt32BE(0x7f000001, 16); // remote_ip4, network order
   b.writeUInt16BE(40000, 36); // remote_port, network order
-  b.writeUInt32BE(0x7f000001, 40); // local_ip4, network order
+  b.writeUInt32BE(local >>> 0, 40); // local_ip4, network order
   b.writeUInt32LE(localPort, 60); // local_port, host order
   return b; // ingress_ifindex (64) must stay 0 for a test run
 }
@@ -86,6 +93,7 @@ interface Runner {
   case: VariantResult['case'];
   ports: number;
   targets: number;
+  prefixBindings?: number;
   prog: Program;
   ctx: Buffer;
   /** expected ctx cookie after the run: 0n for a miss */
@@ -131,7 +139,7 @@ export async function benchProgram(opts: {rounds?: number; repeat?: number} = {}
   const servers: net.Server[] = [];
   const objects: BpfObject[] = [];
   try {
-    for (let i = 0; i < MAX_TARGETS; i++) servers.push(await listen());
+    for (let i = 0; i < MAX_SERVICES; i++) servers.push(await listen());
     const runners: Runner[] = [];
 
     // the floor
@@ -157,27 +165,61 @@ export async function benchProgram(opts: {rounds?: number; repeat?: number} = {}
       runners.push({...base, id: `seed-hit-${size}`, case: 'hit', ctx: skLookupCtx(ports[ports.length - 1]), cookie: cookieOf(sockmap, 0)});
     }
 
-    // skl's dispatcher, maps filled through DispatcherState as skl itself does
+    // skl's dispatcher, maps filled through skl's own binding code
+    const dispatcher = (services: number): {obj: BpfObject; d: DispatcherState} => {
+      const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+      objects.push(obj);
+      const d = new DispatcherState('foreground', mapsOf(obj), 0);
+      for (let id = 0; id < services; id++) {
+        d.resetCounters(id);
+        d.setSocket(destIndex(id, 'tcp', 4), fdOf(servers[id]));
+        d.writeService(id, {state: SVC_READY, pid: process.pid, createdNs: 0n, netnsIno: 0, ownerPid: 0, flags: 0, comm: 'bench', name: `s${id}`, sockets: []});
+      }
+      return {obj, d};
+    };
     for (const size of PORT_SIZES) {
       for (const targets of TARGET_COUNTS) {
-        const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
-        objects.push(obj);
-        const maps = {} as Record<MapName, BpfMap>;
-        for (const n of MAP_NAMES) maps[n] = obj.map(n);
-        const d = new DispatcherState('foreground', maps, 0);
-        for (let slot = 0; slot < targets; slot++) {
-          d.resetCounters(slot);
-          d.setSocket(slot, fdOf(servers[slot]));
-        }
+        const {obj, d} = dispatcher(targets);
         const ports = portsFor(size);
-        // ports spread over the targets round-robin; the hit port (the last) belongs to the last target
+        // ports spread over the services round-robin; the hit port (the last) belongs to the last service
         const offset = targets - (ports.length % targets || targets);
-        d.writePorts(ports.map((p, i) => [portIndex('tcp', p), portValue((i + offset) % targets, {v4: true, v6: false}, false)]));
+        const by = new Map<number, BindingSpec[]>();
+        ports.forEach((port, i) => {
+          const id = (i + offset) % targets;
+          by.set(id, [...(by.get(id) ?? []), {proto: 'tcp', prefix: anyPrefix(4), port}]);
+        });
+        for (const [id, list] of by) addBindings(d, id, list);
         const hitPort = ports[ports.length - 1];
         const prog = obj.program(PROGRAM_NAME);
         const base = {program: 'skl' as const, ports: size, targets, prog};
         runners.push({...base, id: `skl-miss-${size}-${targets}`, case: 'miss', ctx: skLookupCtx(MISS_PORT), cookie: 0n});
-        runners.push({...base, id: `skl-hit-${size}-${targets}`, case: 'hit', ctx: skLookupCtx(hitPort), cookie: cookieOf(maps.target_socket, targets - 1)});
+        runners.push({...base, id: `skl-hit-${size}-${targets}`, case: 'hit', ctx: skLookupCtx(hitPort), cookie: cookieOf(obj.map('target_socket'), destIndex(targets - 1, 'tcp', 4))});
+      }
+    }
+    // host bindings (/32, the hash) and prefix bindings (/24, the trie): 1,000 addresses or prefixes
+    // × 1,000 ports (or one of each), one service; the hit is the last of them
+    for (const kind of ['host', 'prefix'] as const) {
+      for (const n of PREFIX_SIZES) {
+        const {obj, d} = dispatcher(1);
+        const addrs = n === 1 ? 1 : 1000;
+        const ports = portsFor(n / addrs);
+        const len = kind === 'host' ? 32 : 24;
+        // 127.1.0.1, 127.1.0.2, ... (/32) or 127.1.0.0/24, 127.1.1.0/24, ... (/24)
+        const ip = (i: number): number => (kind === 'host' ? 0x7f010000 + i + 1 : 0x7f010000 + (i << 8)) >>> 0;
+        const prefix = (i: number): Prefix => {
+          const addr = new Uint8Array(16);
+          addr[10] = addr[11] = 0xff;
+          new DataView(addr.buffer).setUint32(12, ip(i));
+          return {family: 4, addr, len};
+        };
+        const list: BindingSpec[] = [];
+        for (let a = 0; a < addrs; a++) for (const port of ports) list.push({proto: 'tcp', prefix: prefix(a), port});
+        addBindings(d, 0, list);
+        const hitIp = kind === 'host' ? ip(addrs - 1) : ip(addrs - 1) + 7;
+        const prog = obj.program(PROGRAM_NAME);
+        const base = {program: 'skl' as const, ports: ports.length, targets: 1, prefixBindings: n, prog};
+        runners.push({...base, id: `skl-${kind}-hit-${n}`, case: 'prefix-hit', ctx: skLookupCtx(ports[ports.length - 1], IPPROTO_TCP, hitIp), cookie: cookieOf(obj.map('target_socket'), destIndex(0, 'tcp', 4))});
+        runners.push({...base, id: `skl-${kind}-miss-${n}`, case: 'prefix-miss', ctx: skLookupCtx(ports[0], IPPROTO_TCP, 0x7e000001), cookie: 0n});
       }
     }
 
@@ -218,6 +260,7 @@ export async function benchProgram(opts: {rounds?: number; repeat?: number} = {}
         case: r.case,
         ports: r.ports,
         targets: r.targets,
+        ...(r.prefixBindings ? {prefixBindings: r.prefixBindings} : {}),
         wall: summarize(wall[i]),
         kernel: summarize(kernel[i]),
         samples: wall[i],

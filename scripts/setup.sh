@@ -3,7 +3,8 @@
 # Debian/Ubuntu packages skl needs at run time (when root and missing), the npm dependencies, and
 # compiles the TypeScript. Safe to run repeatedly; does nothing that is already done.
 # For the tests (`npm test`, or `setup.sh --test`) also what only the tests use: setpriv, a C
-# compiler that can build a shared library, and bpftool. A test whose tool is missing is skipped
+# compiler that can build a shared library, bpftool, fuser, and the real servers and clients of the
+# service tests (nginx, redis, dnsmasq, dig, curl; installed without starting them). A test whose tool is missing is skipped
 # (with the reason) outside CI and fails under CI=true: it never passes without checking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,14 @@ if $for_tests; then
   have_cmd setpriv || test_need+=(util-linux)
   can_build_shared || test_need+=(gcc libc6-dev)
   have_cmd bpftool || test_need+=(bpftool)
+  have_cmd fuser || test_need+=(psmisc)
+  # real servers and clients for the service tests (stock layouts, real clients)
+  have_cmd nginx || test_need+=(nginx-light)
+  have_cmd redis-server || test_need+=(redis-server)
+  have_cmd redis-cli || test_need+=(redis-tools)
+  have_cmd dnsmasq || test_need+=(dnsmasq-base)
+  have_cmd dig || test_need+=(dnsutils)
+  have_cmd curl || test_need+=(curl)
 fi
 
 apt_install() { # what (for messages), packages...
@@ -42,7 +51,17 @@ apt_install() { # what (for messages), packages...
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${what}: $*" >&2
     [ -n "${apt_updated:-}" ] || { apt-get update -qq >/dev/null; apt_updated=1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    # never start what a package installs (nginx, redis): the tests run their own, in their own
+    # namespaces; the host's network is left alone
+    local rc=0 policy=/usr/sbin/policy-rc.d had_policy=false
+    [ -e "$policy" ] && had_policy=true
+    if ! $had_policy; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy"
+      chmod 755 "$policy"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || rc=$?
+    $had_policy || rm -f "$policy"
+    return $rc
   else
     echo "setup: missing ${what}: $* (install them with: sudo apt-get install $*)" >&2
     return 0

@@ -16,24 +16,29 @@ export {
   type AttachOptions,
   type AttachResult,
   type AttachmentStatus,
+  type ServiceStatus,
+  type SocketStatus,
+  type BindingStatus,
+  type PortsOptions,
+  resolveBinding,
+  type Binding,
+  type BindingSpec,
   type CommonOptions,
   type DetachResult,
   type ForegroundAttachment,
   type PortsChange,
   type StatusReport,
 } from './dispatcher/api.js';
-export {parsePorts, compressPorts, parseAddress, parseListener, validateName, type AddressPrefix} from './dispatcher/input.js';
+export {parsePorts, parsePortSpec, parseProtos, compressPorts, parseAddress, parseListener, validateName, type AddressPrefix, type PortSpec} from './dispatcher/input.js';
 export {SklError, UsageError} from './sys/errors.js';
 export {BpfError, NotSupportedError, PermissionError, VerifierError, NotFoundError} from './bpf/errors.js';
 export {FfiLoadError} from './ffi/libc.js';
 export * as xdp from './xdp/index.js';
 export {XdpCounter, CounterSession, type XdpCounterOptions, type Counts, type Sample, type Summary} from './xdp/index.js';
 
-import {changePorts, type CommonOptions, type PortsChange} from './dispatcher/api.js';
+import {changePorts, type PortsChange, type PortsOptions} from './dispatcher/api.js';
 
-/** Add extra ports to an attachment, live. */
-export const addPorts = (name: string, ports: number[], opts: CommonOptions & {force?: boolean} = {}): Promise<PortsChange> =>
-  changePorts(name, 'add', ports, opts);
-/** Remove extra ports from an attachment, live. */
-export const removePorts = (name: string, ports: number[], opts: CommonOptions = {}): Promise<PortsChange> =>
-  changePorts(name, 'remove', ports, opts);
+/** Add extra ports to a service's bindings (every prefix it binds, or opts.addresses), live. */
+export const addPorts = (name: string, ports: number[] | 'all', opts: PortsOptions = {}): Promise<PortsChange> => changePorts(name, 'add', ports, opts);
+/** Remove extra ports from a service's bindings, live. */
+export const removePorts = (name: string, ports: number[] | 'all', opts: PortsOptions = {}): Promise<PortsChange> => changePorts(name, 'remove', ports, opts);

@@ -12,30 +12,54 @@ import {
   parseListener,
   parsePid,
   parsePorts,
+  parsePortSpec,
+  parseProtos,
   validateName,
 } from '../src/dispatcher/input.js';
 import {
-  ADDR_KEY_SIZE,
+  anyPrefix,
+  BINDING_KEY_SIZE,
+  BINDING_SIZE,
   COUNTER_FIELDS,
-  decodeAddrKey,
-  decodeMeta,
-  encodeAddrKey,
-  encodeMeta,
+  decodeBinding,
+  decodeBindingKey,
+  decodeInfo,
+  decodeService,
+  DESTS_PER_SERVICE,
+  encodeBinding,
+  encodeBindingKey,
+  encodeInfo,
+  encodeService,
   indexProto,
+  INFO_SIZE,
+  LAYOUT,
   listenerText,
-  MAX_TARGETS,
-  META_SIZE,
+  MAX_BINDINGS,
+  MAX_DESTS,
+  MAX_HOST_BINDINGS,
+  MAX_SERVICES,
   PORT_ENTRIES,
-  PORT_F_FILTER,
-  PORT_F_V4,
-  PORT_F_V6,
-  PORT_SLOT_MASK,
+  PORT_F_HOST_V4,
+  PORT_F_HOST_V6,
+  PORT_F_PREFIX_V4,
+  PORT_F_PREFIX_V6,
+  PORT_SVC_MASK,
+  PORT_V6_SHIFT,
   portIndex,
-  portValue,
+  portService,
   prefixText,
-  valueSlot,
-  type TargetMeta,
+  SERVICE_SIZE,
+  SOCKET_META_SIZE,
+  SVC_FREE,
+  SVC_PENDING,
+  SVC_READY,
+  tableFlag,
+  tableOf,
+  withFlag,
+  withPortService,
+  type ServiceMeta,
 } from '../src/dispatcher/layout.js';
+import {resolve as resolveBinding, type Binding} from '../src/dispatcher/bindings.js';
 import {MAP_NAMES} from '../src/dispatcher/state.js';
 import {UsageError} from '../src/sys/errors.js';
 import {needing} from './helpers/privileged.js';
@@ -178,42 +202,44 @@ test('parsePid refuses anything else', t => {
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
-test('parseAddress: IPv4 becomes a v4-mapped /128 prefix', t => {
+test('parseAddress: an IPv4 address is a /32 of family 4 (bytes v4-mapped)', t => {
   const a = parseAddress('127.0.0.1');
   t.is(hex(a.addr), '00000000000000000000ffff7f000001');
-  t.is(a.prefixLen, 128);
+  t.is(a.family, 4);
+  t.is(a.len, 32);
   t.is(a.text, '127.0.0.1/32');
-  t.is(parseAddress(' 10.1.2.3 ').prefixLen, 128);
+  t.is(parseAddress(' 10.1.2.3 ').len, 32);
 });
 
-test('parseAddress: IPv4 prefixes count the 96 mapped bits and zero the host bits', t => {
+test('parseAddress: IPv4 prefixes zero the host bits', t => {
   const a = parseAddress('10.1.2.3/8');
-  t.is(a.prefixLen, 104);
+  t.is(a.len, 8);
   t.is(hex(a.addr), '00000000000000000000ffff0a000000');
-  t.is(prefixText(a.addr, a.prefixLen), '10.0.0.0/8');
+  t.is(prefixText(a), '10.0.0.0/8');
+  t.is(a.text, '10.0.0.0/8');
   const b = parseAddress('192.0.2.255/31');
   t.is(hex(b.addr), '00000000000000000000ffffc00002fe');
   const any = parseAddress('0.0.0.0/0');
-  t.is(any.prefixLen, 96);
+  t.deepEqual([any.family, any.len], [4, 0]);
   t.is(hex(any.addr), '00000000000000000000ffff00000000');
-  t.is(parseAddress('127.0.0.1/32').prefixLen, 128);
+  t.is(parseAddress('127.0.0.1/32').len, 32);
 });
 
 test('parseAddress: IPv6 addresses and prefixes', t => {
   t.is(hex(parseAddress('::1').addr), '00000000000000000000000000000001');
-  t.is(parseAddress('::1').prefixLen, 128);
+  t.deepEqual([parseAddress('::1').family, parseAddress('::1').len], [6, 128]);
   t.is(hex(parseAddress('2001:db8::1').addr), '20010db8000000000000000000000001');
   t.is(hex(parseAddress('2001:db8:0:0:1:2:3:4').addr), '20010db8000000000001000200030004');
   t.is(hex(parseAddress('fe80::').addr), 'fe800000000000000000000000000000');
 
   const p = parseAddress('2001:db8:ffff::1/32');
-  t.is(p.prefixLen, 32);
+  t.is(p.len, 32);
   t.is(hex(p.addr), '20010db8000000000000000000000000');
-  t.is(prefixText(p.addr, p.prefixLen), '2001:db8::/32');
+  t.is(prefixText(p), '2001:db8::/32');
   const odd = parseAddress('fdff::/7');
   t.is(hex(odd.addr), 'fc000000000000000000000000000000');
   const all = parseAddress('::/0');
-  t.is(all.prefixLen, 0);
+  t.deepEqual([all.family, all.len], [6, 0]);
   t.is(hex(all.addr), '0'.repeat(32));
 });
 
@@ -231,7 +257,8 @@ test('parseAddress refuses bad addresses and prefixes', t => {
 
 // ---- listener ----
 
-test('parseListener: ADDR:PORT, [V6]:PORT, *:PORT and :PORT', t => {
+test('parseListener: ADDR:PORT, [V6]:PORT, *:PORT, :PORT and PORT', t => {
+  t.deepEqual(parseListener('8080'), {address: undefined, port: 8080});
   t.deepEqual(parseListener('127.0.0.1:8080'), {address: '127.0.0.1', port: 8080});
   t.deepEqual(parseListener('[::1]:80'), {address: '::1', port: 80});
   t.deepEqual(parseListener('[::]:65535'), {address: '::', port: 65535});
@@ -241,99 +268,119 @@ test('parseListener: ADDR:PORT, [V6]:PORT, *:PORT and :PORT', t => {
 });
 
 test('parseListener refuses malformed listeners', t => {
-  for (const bad of ['', '127.0.0.1', '8080', '127.0.0.1:0', ':65536', '::1:80', '[::1]80', 'host:80', '[zz]:80', '127.0.0.1:', '127.0.0.1:80x', '999.1.1.1:80', '1.2.3:80', '[1.2.3.4]:80', '[:::]:80']) {
+  for (const bad of ['', '127.0.0.1', '0', '65536', '127.0.0.1:0', ':65536', '::1:80', '[::1]80', 'host:80', '[zz]:80', '127.0.0.1:', '127.0.0.1:80x', '999.1.1.1:80', '1.2.3:80', '[1.2.3.4]:80', '[:::]:80']) {
     usage(t, () => parseListener(bad), /--listener/, JSON.stringify(bad));
   }
 });
 
+// ---- protocols and port specs ----
+
+test('parseProtos: tcp, udp, tcp,udp in a fixed order; anything else refused', t => {
+  t.deepEqual(parseProtos('tcp'), ['tcp']);
+  t.deepEqual(parseProtos('udp,tcp'), ['tcp', 'udp']);
+  t.deepEqual(parseProtos(' TCP , udp '), ['tcp', 'udp']);
+  for (const bad of ['', 'sctp', 'tcp,tcp', 'tcp,', ',udp', 'tcp;udp']) usage(t, () => parseProtos(bad), /--proto/, JSON.stringify(bad));
+});
+
+test('parsePortSpec: all, or a port list', t => {
+  t.is(parsePortSpec('all'), 'all');
+  t.is(parsePortSpec(' ALL '), 'all');
+  t.deepEqual(parsePortSpec('80,81-82'), [80, 81, 82]);
+  usage(t, () => parsePortSpec('all,80'), /--ports/);
+});
+
 // ---- layout ----
 
-function sampleMeta(): TargetMeta {
-  const listenAddr = new Uint8Array(16);
-  listenAddr.set([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1]);
+function sampleService(): ServiceMeta {
   return {
-    state: 1,
+    state: SVC_READY,
     pid: 0x01020304,
-    proto: 'udp',
-    family: 6,
-    v6only: true,
-    listenPort: 8080,
-    listenAddr,
-    sockIno: 0x0a0b0c0d0e,
     createdNs: 0x1122334455667788n,
     netnsIno: 4026531840,
     ownerPid: 4242,
-    nfilters: 3,
+    flags: 0,
     comm: 'node',
     name: 'web-frontend',
+    sockets: [
+      {proto: 'tcp', family: 4, v6only: false, pid: 0x01020304, listenPort: 8080, listenAddr: parseAddress('127.0.0.1').addr, sockIno: 0x0a0b0c0d0e},
+      {proto: 'tcp', family: 6, v6only: true, pid: 77, listenPort: 8080, listenAddr: parseAddress('::1').addr, sockIno: 99},
+      undefined,
+      {proto: 'udp', family: 6, v6only: false, pid: 78, listenPort: 53, listenAddr: parseAddress('::').addr, sockIno: 100},
+    ],
   };
 }
 
-test('encodeMeta: 152 bytes with every field at its documented offset', t => {
-  const m = sampleMeta();
-  const b = encodeMeta(m);
-  t.is(META_SIZE, 152);
-  t.is(b.length, 152);
-  t.is(b.readUInt32LE(0), 1, 'in_use');
+test('encodeService: every field at its offset, sockets by destination, and back', t => {
+  const m = sampleService();
+  const b = encodeService(m);
+  t.is(SERVICE_SIZE, 240);
+  t.is(b.length, SERVICE_SIZE);
+  t.is(b.readUInt32LE(0), SVC_READY, 'state');
   t.is(b.readUInt32LE(4), 0x01020304, 'pid');
-  t.is(b.readUInt32LE(8), 1, 'proto: SKL_PROTO_UDP');
-  t.is(b.readUInt32LE(12), 10, 'family: AF_INET6');
-  t.is(b.readUInt32LE(16), 1, 'v6only');
-  t.is(b.readUInt32LE(20), 8080, 'listen_port');
-  t.is(b.subarray(24, 40).toString('hex'), '00000000000000000000ffff7f000001', 'listen_addr');
-  t.is(b.readBigUInt64LE(40), 0x0a0b0c0d0en, 'sock_ino');
-  t.is(b.readBigUInt64LE(48), 0x1122334455667788n, 'created_ns');
-  t.is(b.readBigUInt64LE(56), 4026531840n, 'netns_ino');
-  t.is(b.readUInt32LE(64), 4242, 'owner_pid');
-  t.is(b.readUInt32LE(68), 3, 'nfilters');
-  t.is(b.subarray(72, 88).toString('latin1'), 'node'.padEnd(16, '\0'), 'comm');
-  t.is(b.subarray(88, 152).toString('latin1'), 'web-frontend'.padEnd(64, '\0'), 'name');
-  t.deepEqual(decodeMeta(b), m);
+  t.is(b.readBigUInt64LE(8), 0x1122334455667788n, 'created_ns');
+  t.is(b.readBigUInt64LE(16), 4026531840n, 'netns_ino');
+  t.is(b.readUInt32LE(24), 4242, 'owner_pid');
+  t.is(b.subarray(32, 48).toString('latin1'), 'node'.padEnd(16, '\0'), 'comm');
+  t.is(b.subarray(48, 112).toString('latin1'), 'web-frontend'.padEnd(64, '\0'), 'name');
+  const sock = (i: number) => b.subarray(112 + i * SOCKET_META_SIZE, 112 + (i + 1) * SOCKET_META_SIZE);
+  t.is(sock(0).readBigUInt64LE(0), 0x0a0b0c0d0en, 'sock_ino');
+  t.is(sock(0).readUInt32LE(8), 0x01020304, 'socket pid');
+  t.is(sock(0).readUInt16LE(12), 8080, 'listen_port');
+  t.is(sock(0)[14], 4, 'family');
+  t.is(sock(0)[15], 1, 'flags: used');
+  t.is(sock(1)[15], 3, 'flags: used, v6only');
+  t.is(sock(2).toString('hex'), '0'.repeat(64), 'an unused destination is all zero');
+  t.is(sock(3).subarray(16).toString('hex'), '0'.repeat(32), 'listen_addr ::');
+  t.deepEqual(decodeService(b), m);
 });
 
-test('encodeMeta: a 64-character name fills name[64] and reads back whole', t => {
+test('encodeService: a 64-character name fills name[64] and reads back whole', t => {
   const longest = 'n'.repeat(63) + 'z';
   t.is(validateName(longest), longest);
-  const m = {...sampleMeta(), name: longest, proto: 'tcp' as const, family: 4 as const, v6only: false};
-  const b = encodeMeta(m);
-  t.is(b.subarray(88, 152).toString('latin1'), longest, 'no room for a NUL: the field is full');
-  const back = decodeMeta(b);
-  t.is(back.name, longest);
-  t.is(back.proto, 'tcp');
-  t.is(back.family, 4);
-  t.is(b.readUInt32LE(12), 2, 'AF_INET');
-  // shorter text is NUL-padded, and what is longer than the field is cut at its end
-  t.is(decodeMeta(encodeMeta({...m, name: 'web'})).name, 'web');
-  t.is(b[72 + 4], 0, 'comm "node" is NUL-padded');
-  t.is(decodeMeta(encodeMeta({...m, comm: 'c'.repeat(40)})).comm, 'c'.repeat(16));
-  t.is(decodeMeta(encodeMeta({...m, name: 'x'.repeat(80)})).name, 'x'.repeat(64));
+  const b = encodeService({...sampleService(), name: longest});
+  t.is(b.subarray(48, 112).toString('latin1'), longest, 'no room for a NUL: the field is full');
+  t.is(decodeService(b).name, longest);
+  t.is(decodeService(encodeService({...sampleService(), comm: 'c'.repeat(40)})).comm, 'c'.repeat(16));
+  t.is(decodeService(encodeService({...sampleService(), name: 'x'.repeat(80)})).name, 'x'.repeat(64));
 });
 
-test('add_ports index and value encoding', t => {
+test('add_ports index and value encoding: any-address services per family, table flags', t => {
   t.is(portIndex('tcp', 80), 80);
   t.is(portIndex('udp', 80), 0x10050);
   t.is(portIndex('udp', 65535), PORT_ENTRIES - 1);
   t.is(indexProto(portIndex('udp', 1)), 'udp');
   t.is(indexProto(portIndex('tcp', 65535)), 'tcp');
-  for (const slot of [0, 1, MAX_TARGETS - 1]) {
-    const v = portValue(slot, {v4: true, v6: false}, true);
-    t.is(valueSlot(v), slot);
-    t.is(v & PORT_SLOT_MASK, slot + 1, 'slot + 1, so 0 means unclaimed');
-    t.truthy(v & PORT_F_V4);
-    t.falsy(v & PORT_F_V6);
-    t.truthy(v & PORT_F_FILTER);
+  for (const svc of [0, 1, MAX_SERVICES - 1]) {
+    const v = withPortService(withPortService(0, 4, svc), 6, MAX_SERVICES - 1 - svc);
+    t.is(portService(v, 4), svc);
+    t.is(portService(v, 6), MAX_SERVICES - 1 - svc);
+    t.is(v & PORT_SVC_MASK, svc + 1, 'service + 1, so 0 means none');
+    t.is(portService(withPortService(v, 4, undefined), 4), undefined);
+    t.is(portService(withPortService(v, 4, undefined), 6), MAX_SERVICES - 1 - svc, 'the other family untouched');
   }
-  t.is(portValue(0, {v4: false, v6: true}, false), 1 | PORT_F_V6);
+  const f = withFlag(withPortService(0, 4, 3), tableFlag('host_bindings', 6), true);
+  t.is(f & PORT_F_HOST_V6, PORT_F_HOST_V6);
+  t.is(portService(f, 4), 3);
+  t.is(withFlag(f, PORT_F_HOST_V6, false), withPortService(0, 4, 3));
+  t.is(tableFlag('bindings', 4), PORT_F_PREFIX_V4);
+  t.is(tableFlag('bindings', 6), PORT_F_PREFIX_V6);
+  t.is(tableFlag('host_bindings', 4), PORT_F_HOST_V4);
 });
 
-test('allowed_addrs key encoding: prefixlen counts the slot bits', t => {
-  const a = parseAddress('10.0.0.0/8');
-  const key = encodeAddrKey(7, a.addr, a.prefixLen);
-  t.is(key.length, ADDR_KEY_SIZE);
-  t.is(key.readUInt32LE(0), 32 + 104);
-  t.is(key.readUInt32LE(4), 7);
-  t.is(key.subarray(8).toString('hex'), hex(a.addr));
-  t.deepEqual(decodeAddrKey(key), {slot: 7, addr: a.addr, prefixLen: 104});
+test('binding keys: prefixlen counts protocol, family and port; IPv4 in the first 4 bytes; host prefixes go to the hash', t => {
+  const p = parseAddress('10.0.0.0/8');
+  const key = encodeBindingKey({proto: 'udp', port: 53, prefix: p});
+  t.is(key.length, BINDING_KEY_SIZE);
+  t.is(key.readUInt32LE(0), 32 + 8);
+  t.deepEqual([key[4], key[5], key.readUInt16LE(6)], [1, 4, 53]);
+  t.is(key.subarray(8).toString('hex'), '0a000000' + '0'.repeat(24));
+  t.deepEqual(decodeBindingKey(key), {proto: 'udp', port: 53, prefix: {family: 4, addr: p.addr, len: 8}});
+  const v6 = parseAddress('2001:db8::/32');
+  t.deepEqual(decodeBindingKey(encodeBindingKey({proto: 'tcp', port: 0, prefix: v6})), {proto: 'tcp', port: 0, prefix: {family: 6, addr: v6.addr, len: 32}});
+  t.is(tableOf(parseAddress('127.0.0.1')), 'host_bindings');
+  t.is(tableOf(parseAddress('::1')), 'host_bindings');
+  t.is(tableOf(parseAddress('127.0.0.0/31')), 'bindings');
+  t.deepEqual(decodeBinding(encodeBinding(1023, 24)), {service: 1023, prefixLen: 24});
 });
 
 test('listenerText for IPv4 and IPv6 sockets', t => {
@@ -341,6 +388,36 @@ test('listenerText for IPv4 and IPv6 sockets', t => {
   t.is(listenerText({listenAddr: v4, listenPort: 8080, family: 4}), '127.0.0.1:8080');
   t.is(listenerText({listenAddr: new Uint8Array(16), listenPort: 80, family: 6}), '[::]:80');
   t.is(listenerText({listenAddr: parseAddress('::1').addr, listenPort: 1, family: 6}), '[::1]:1');
+});
+
+// ---- precedence: the program's rules, mirrored by resolve() ----
+
+test('resolve: longest prefix, explicit port over all on a tie, families apart, no match', t => {
+  const P = (text: string) => parseAddress(text);
+  const list: Binding[] = [
+    {proto: 'tcp', prefix: anyPrefix(4), port: 9100, service: 1},
+    {proto: 'tcp', prefix: anyPrefix(6), port: 9100, service: 1},
+    {proto: 'tcp', prefix: P('127.0.0.9/32'), port: 9100, service: 2},
+    {proto: 'tcp', prefix: P('127.0.0.8/29'), port: 0, service: 3},
+    {proto: 'tcp', prefix: P('127.0.0.8/29'), port: 5555, service: 4},
+    {proto: 'tcp', prefix: P('::1/128'), port: 9100, service: 5},
+    {proto: 'udp', prefix: anyPrefix(4), port: 0, service: 6},
+  ];
+  const at = (proto: 'tcp' | 'udp', addr: string, port: number) => {
+    const a = P(addr);
+    return resolveBinding(list, proto, a.family, a.addr, port);
+  };
+  t.is(at('tcp', '127.0.0.1', 9100), 1);
+  t.is(at('tcp', '127.0.0.9', 9100), 2);
+  t.is(at('tcp', '127.0.0.10', 9100), 3, 'all ports on a /29 beats port 9100 on /0');
+  t.is(at('tcp', '127.0.0.10', 5555), 4, 'the explicit port wins the /29 tie');
+  t.is(at('tcp', '127.0.0.10', 5556), 3);
+  t.is(at('tcp', '127.0.0.20', 5556), undefined);
+  t.is(at('tcp', '::1', 9100), 5);
+  t.is(at('tcp', '::2', 9100), 1);
+  t.is(at('udp', '127.0.0.9', 9100), 6, 'UDP bindings are apart from TCP ones');
+  t.is(at('udp', '::1', 53), undefined, 'an IPv4 binding never takes IPv6');
+  t.is(resolveBinding(list.filter(b => b.service !== 3), 'tcp', 4, P('127.0.0.10').addr, 9100), 1, 'remove one: the next takes over');
 });
 
 // ---- layout against bpf/headers/skl.h and the BTF of bpf/sk_dispatch.o ----
@@ -363,12 +440,21 @@ function headerDefines(): Map<string, number> {
 
 test('layout constants match bpf/headers/skl.h', t => {
   const d = headerDefines();
-  t.is(d.get('SKL_MAX_TARGETS'), MAX_TARGETS);
+  t.is(d.get('SKL_LAYOUT'), LAYOUT);
+  t.is(d.get('SKL_MAX_SERVICES'), MAX_SERVICES);
+  t.is(d.get('SKL_DESTS_PER_SERVICE'), DESTS_PER_SERVICE);
+  t.is(d.get('SKL_MAX_BINDINGS'), MAX_BINDINGS);
+  t.is(d.get('SKL_MAX_HOST_BINDINGS'), MAX_HOST_BINDINGS);
   t.is(d.get('SKL_PORT_ENTRIES'), PORT_ENTRIES);
-  t.is(d.get('SKL_PORT_SLOT_MASK'), PORT_SLOT_MASK);
-  t.is(d.get('SKL_PORT_F_V4'), PORT_F_V4);
-  t.is(d.get('SKL_PORT_F_V6'), PORT_F_V6);
-  t.is(d.get('SKL_PORT_F_FILTER'), PORT_F_FILTER);
+  t.is(d.get('SKL_PORT_SVC_MASK'), PORT_SVC_MASK);
+  t.is(d.get('SKL_PORT_V6_SHIFT'), PORT_V6_SHIFT);
+  t.is(d.get('SKL_PORT_F_PREFIX_V4'), PORT_F_PREFIX_V4);
+  t.is(d.get('SKL_PORT_F_PREFIX_V6'), PORT_F_PREFIX_V6);
+  t.is(d.get('SKL_PORT_F_HOST_V4'), PORT_F_HOST_V4);
+  t.is(d.get('SKL_PORT_F_HOST_V6'), PORT_F_HOST_V6);
+  t.is(d.get('SKL_SVC_FREE'), SVC_FREE);
+  t.is(d.get('SKL_SVC_READY'), SVC_READY);
+  t.is(d.get('SKL_SVC_PENDING'), SVC_PENDING);
   t.is(d.get('SKL_PROTO_TCP'), portIndex('tcp', 0) >> 16);
   t.is(d.get('SKL_PROTO_UDP'), portIndex('udp', 0) >> 16);
 });
@@ -439,82 +525,62 @@ function btfMaps(types: Map<number, BtfType>): Map<string, {type: number; maxEnt
   return out;
 }
 
-btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: skl_target_meta', (t, types) => {
-  const s = struct(types, 'skl_target_meta');
-  t.is(s.size, META_SIZE);
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: skl_service and skl_socket_meta', (t, types) => {
+  const s = struct(types, 'skl_service');
+  t.is(s.size, SERVICE_SIZE);
   const off = offsets(s);
-  t.deepEqual(off, {
-    in_use: 0,
-    pid: 4,
-    proto: 8,
-    family: 12,
-    v6only: 16,
-    listen_port: 20,
-    listen_addr: 24,
-    sock_ino: 40,
-    created_ns: 48,
-    netns_ino: 56,
-    owner_pid: 64,
-    nfilters: 68,
-    comm: 72,
-    name: 88,
-  });
-  // and encodeMeta really writes each field there, with the field's size
-  const m = sampleMeta();
-  const b = encodeMeta(m);
+  t.deepEqual(off, {state: 0, pid: 4, created_ns: 8, netns_ino: 16, owner_pid: 24, flags: 28, comm: 32, name: 48, sockets: 112});
+  const sm = struct(types, 'skl_socket_meta');
+  t.is(sm.size, SOCKET_META_SIZE);
+  t.deepEqual(offsets(sm), {sock_ino: 0, pid: 8, listen_port: 12, family: 14, flags: 15, listen_addr: 16});
   const sizes = Object.fromEntries((s.members ?? []).map(x => [x.name, sizeOf(types, x.type_id)]));
-  const read = (name: string): bigint | string => {
-    const size = sizes[name];
-    if (size === 4) return BigInt(b.readUInt32LE(off[name]));
-    if (size === 8) return b.readBigUInt64LE(off[name]);
-    return b.subarray(off[name], off[name] + size).toString('hex');
-  };
-  t.is(read('in_use'), BigInt(m.state));
-  t.is(read('pid'), BigInt(m.pid));
-  t.is(read('proto'), 1n);
-  t.is(read('family'), 10n);
-  t.is(read('v6only'), 1n);
-  t.is(read('listen_port'), BigInt(m.listenPort));
-  t.is(read('listen_addr'), hex(m.listenAddr));
-  t.is(read('sock_ino'), BigInt(m.sockIno));
-  t.is(read('created_ns'), m.createdNs);
-  t.is(read('netns_ino'), BigInt(m.netnsIno));
-  t.is(read('owner_pid'), BigInt(m.ownerPid));
-  t.is(read('nfilters'), BigInt(m.nfilters));
-  t.is(read('comm'), Buffer.from(m.comm.padEnd(16, '\0'), 'latin1').toString('hex'));
-  t.is(read('name'), Buffer.from(m.name.padEnd(64, '\0'), 'latin1').toString('hex'));
-  t.is(sizes.comm + off.comm, off.name);
-  t.is(sizes.name + off.name, META_SIZE);
+  t.is(sizes.sockets, DESTS_PER_SERVICE * SOCKET_META_SIZE);
+  // and encodeService writes each field there
+  const m = sampleService();
+  const b = encodeService(m);
+  t.is(b.readUInt32LE(off.state), m.state);
+  t.is(b.readUInt32LE(off.pid), m.pid);
+  t.is(b.readBigUInt64LE(off.created_ns), m.createdNs);
+  t.is(b.readBigUInt64LE(off.netns_ino), BigInt(m.netnsIno));
+  t.is(b.readUInt32LE(off.owner_pid), m.ownerPid);
+  t.is(b.subarray(off.name, off.name + sizes.name).toString('latin1').replace(/\0+$/, ''), m.name);
+  const so = offsets(sm);
+  const sock3 = b.subarray(off.sockets + 3 * SOCKET_META_SIZE);
+  t.is(sock3.readBigUInt64LE(so.sock_ino), 100n);
+  t.is(sock3.readUInt16LE(so.listen_port), 53);
 });
 
-btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: counters and address keys', (t, types) => {
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: counters, binding keys and values, info', (t, types) => {
   const c = struct(types, 'skl_counters');
   t.deepEqual((c.members ?? []).map(m => m.name), [...COUNTER_FIELDS]);
   t.deepEqual((c.members ?? []).map(m => m.bits_offset / 8), COUNTER_FIELDS.map((_, i) => i * 8));
   t.is(c.size, COUNTER_FIELDS.length * 8);
 
-  const k = struct(types, 'skl_addr_key');
-  t.is(k.size, ADDR_KEY_SIZE);
-  t.deepEqual(offsets(k), {prefixlen: 0, slot: 4, addr: 8});
-  const key = encodeAddrKey(3, parseAddress('::1').addr, 128);
-  t.is(key.readUInt32LE(offsets(k).prefixlen), 160);
-  t.is(key.readUInt32LE(offsets(k).slot), 3);
-  t.is(key.subarray(offsets(k).addr).toString('hex'), '00000000000000000000000000000001');
+  const k = struct(types, 'skl_binding_key');
+  t.is(k.size, BINDING_KEY_SIZE);
+  t.deepEqual(offsets(k), {prefixlen: 0, proto: 4, family: 5, port: 6, addr: 8});
+  const v = struct(types, 'skl_binding');
+  t.is(v.size, BINDING_SIZE);
+  t.deepEqual(offsets(v), {service: 0, prefixlen: 4});
+  const i = struct(types, 'skl_info');
+  t.is(i.size, INFO_SIZE);
+  t.deepEqual(offsets(i), {layout: 0, reserved: 4, version: 8});
+  t.deepEqual(decodeInfo(encodeInfo(LAYOUT, '1.2.3')), {layout: LAYOUT, version: '1.2.3'});
 });
 
 btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: the maps', (t, types) => {
   const maps = btfMaps(types);
   t.deepEqual([...maps.keys()].sort(), [...MAP_NAMES].sort());
+  const BPF_MAP_TYPE_HASH = 1;
   const BPF_MAP_TYPE_ARRAY = 2;
   const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
   const BPF_MAP_TYPE_LPM_TRIE = 11;
   const BPF_MAP_TYPE_SOCKMAP = 15;
   t.deepEqual(maps.get('add_ports'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: PORT_ENTRIES, keySize: 4, valueSize: 4});
-  t.deepEqual(maps.get('target_socket'), {type: BPF_MAP_TYPE_SOCKMAP, maxEntries: MAX_TARGETS, keySize: 4, valueSize: 8});
-  t.deepEqual(maps.get('counters'), {type: BPF_MAP_TYPE_PERCPU_ARRAY, maxEntries: MAX_TARGETS, keySize: 4, valueSize: COUNTER_FIELDS.length * 8});
-  t.deepEqual(maps.get('target_meta'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: MAX_TARGETS, keySize: 4, valueSize: META_SIZE});
-  const addrs = maps.get('allowed_addrs');
-  t.is(addrs?.type, BPF_MAP_TYPE_LPM_TRIE);
-  t.is(addrs?.keySize, ADDR_KEY_SIZE);
-  t.is(addrs?.valueSize, 1);
+  t.deepEqual(maps.get('bindings'), {type: BPF_MAP_TYPE_LPM_TRIE, maxEntries: MAX_BINDINGS, keySize: BINDING_KEY_SIZE, valueSize: BINDING_SIZE});
+  t.deepEqual(maps.get('host_bindings'), {type: BPF_MAP_TYPE_HASH, maxEntries: MAX_HOST_BINDINGS, keySize: BINDING_KEY_SIZE, valueSize: BINDING_SIZE});
+  t.deepEqual(maps.get('target_socket'), {type: BPF_MAP_TYPE_SOCKMAP, maxEntries: MAX_DESTS, keySize: 4, valueSize: 8});
+  t.deepEqual(maps.get('counters'), {type: BPF_MAP_TYPE_PERCPU_ARRAY, maxEntries: MAX_SERVICES, keySize: 4, valueSize: COUNTER_FIELDS.length * 8});
+  t.deepEqual(maps.get('services'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: MAX_SERVICES, keySize: 4, valueSize: SERVICE_SIZE});
+  t.deepEqual(maps.get('skl_info'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: 1, keySize: 4, valueSize: INFO_SIZE});
 });

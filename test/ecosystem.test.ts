@@ -32,8 +32,10 @@ test('metrics text: HELP/TYPE per family, escaped labels, one sample per attachm
     notices: [],
     attachments: [
       {
-        name: 'we"b\\1', pid: 7, command: 'x', protocol: 'tcp', listener: '0.0.0.0:80', ports: [1, 2], portsText: '1-2',
-        alive: true, processAlive: true, redirected: 5, missed: 1, filtered: 0, addresses: [], mode: 'persistent',
+        name: 'we"b\\1', pid: 7, command: 'x', protocols: ['tcp'], listeners: ['0.0.0.0:80'],
+        sockets: [{protocol: 'tcp', family: 4, listener: '0.0.0.0:80', pid: 7, alive: true}],
+        bindings: [{protocol: 'tcp', prefix: '0.0.0.0/0', ports: '1-2'}], ports: [1, 2], portsText: '1-2',
+        alive: true, processAlive: true, redirected: 5, missed: 1, mode: 'persistent',
         createdAt: '', netnsIno: 42,
       },
     ],
@@ -42,6 +44,7 @@ test('metrics text: HELP/TYPE per family, escaped labels, one sample per attachm
   const m = parseProm(text);
   t.is(m.get('skl_redirected_total{netns="42",name="we\\"b\\\\1",protocol="tcp",pid="7",mode="persistent"}'), 5);
   t.is(m.get('skl_ports{netns="42",name="we\\"b\\\\1",protocol="tcp",pid="7",mode="persistent"}'), 2);
+  t.is(m.get('skl_bindings{netns="42",name="we\\"b\\\\1",protocol="tcp",pid="7",mode="persistent"}'), 1);
   t.is(m.get('skl_attachments{netns="42"}'), 1);
   t.regex(text, /^# TYPE skl_redirected_total counter$/m);
   t.true(text.endsWith('\n'));

@@ -23,7 +23,7 @@ import {
   type QuietServer,
   type RunResult,
 } from './helpers/reliability.js';
-import {SLOT_PENDING, SLOT_READY} from '../src/dispatcher/layout.js';
+import {SVC_PENDING as SLOT_PENDING, SVC_READY as SLOT_READY} from '../src/dispatcher/layout.js';
 import {Link} from '../src/bpf/link.js';
 import {lock} from '../src/sys/lock.js';
 import {ensureBpffs, inInitMountNamespace, isBpffs} from '../src/sys/bpffs.js';
@@ -261,7 +261,7 @@ privileged.serial('concurrency: racing attaches create one dispatcher, racing cl
   t.is(winners.length, 1, `exactly one claim of port 13500 succeeds: ${claims.map(describeRun).join(' / ')}`);
   for (const r of claims.filter(r => r.code !== 0)) {
     t.is(r.code, 1);
-    t.regex(r.stderr, new RegExp(`port 13500 already belongs to attachment ${winners[0]}`));
+    t.regex(r.stderr, new RegExp(`port 13500 already belongs to ${winners[0]}`));
   }
   const owner = (await sk.status()).attachments.filter(a => a.ports.includes(13500));
   t.deepEqual(
@@ -336,18 +336,28 @@ const CRASH_POINTS = [
   {point: 'create:maps-pinned', notice: (pid: number) => `removed a half-made dispatcher left by an interrupted skl (pid ${pid})`},
   {point: 'create:link-pinned', notice: (pid: number) => `removed a half-made dispatcher left by an interrupted skl (pid ${pid})`},
   {point: 'create:published', notice: () => 'removed an empty dispatcher left by an interrupted skl'},
-  {point: 'attach:pending', notice: () => 'rolled back attachment c, left half-made by an interrupted skl'},
-  {point: 'attach:socket-stored', notice: () => 'rolled back attachment c, left half-made by an interrupted skl'},
-  {point: 'attach:ports-written', notice: () => 'rolled back attachment c, left half-made by an interrupted skl'},
+  {point: 'attach:pending', notice: () => 'rolled back c, left half-made by an interrupted skl'},
+  {point: 'attach:socket-stored', notice: () => 'rolled back c, left half-made by an interrupted skl'},
+  {point: 'attach:ports-written', notice: () => 'rolled back c, left half-made by an interrupted skl'},
 ];
 
+/** Connections to `ports` right now, before any skl runs (which would repair first): pid or error each. */
+async function answers(ns: Netns, ports: number[]): Promise<(number | string)[]> {
+  const out: (number | string)[] = [];
+  for (const port of ports) {
+    const r = await connectOnce(ns, {proto: 'tcp', host: HOST, port});
+    out.push(r.ok ? r.reply.pid : r.error);
+  }
+  return out;
+}
+
 for (const {point, notice} of CRASH_POINTS) {
-  privileged.serial(`fault: skl SIGKILLed at ${point} → the next skl repairs it, says so, and the state is consistent`, async t => {
+  privileged.serial(`fault: skl SIGKILLed at ${point} → half-made state steers nothing; the next skl repairs it, says so, and the state is consistent`, async t => {
     t.timeout(120_000);
     const {ns, sk} = await setup(t);
     const s = await server(t, ns, 7000);
     const existing = point.startsWith('attach:');
-    // attach:* points: a dispatcher with another attachment exists; create:* points: none yet
+    // attach:* points: a dispatcher with another service exists; create:* points: none yet
     if (existing) await sk.ok(['attach', '--pid', String(s.pid), '--name', 'keep', '--ports', '8100']);
     const attachC = ['attach', '--pid', String(s.pid), '--name', 'c', '--ports', '8001-8002'];
     const crashed = await runSkl(attachC, {netns: ns.path, env: {SKL_TEST_CRASH_AT: point}});
@@ -357,7 +367,10 @@ for (const {point, notice} of CRASH_POINTS) {
     const left = pinEntriesOf(sk.ino);
     if (point === 'create:maps-pinned' || point === 'create:link-pinned') t.deepEqual(left, [`${sk.ino}-new-${crashed.pid}`], 'a scratch directory');
     else t.deepEqual(left, [String(sk.ino)]);
-    if (existing) t.deepEqual(slotsOf(sk.ino).filter(x => x.state === SLOT_PENDING).map(x => x.name), ['c'], 'a pending slot');
+    if (existing) t.deepEqual(slotsOf(sk.ino).filter(x => x.state === SLOT_PENDING).map(x => x.name), ['c'], 'a pending service');
+    // traffic in the window before any repair: the half-made service steers nothing, the other one still works
+    t.deepEqual(await answers(ns, [8001, 8002]), ['ECONNREFUSED', 'ECONNREFUSED'], 'the half-made ports are not steered');
+    if (existing) t.deepEqual(await answers(ns, [8100]), [s.pid], 'the complete service still is');
 
     // the next invocation (here: status) repairs and says what it did
     const next = await runSkl(['status', '--json'], {netns: ns.path});
@@ -378,6 +391,40 @@ for (const {point, notice} of CRASH_POINTS) {
     t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8002}), {ok: true, reply: {pid: s.pid}});
     if (existing) t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8100}), {ok: true, reply: {pid: s.pid}});
     assertConsistent(t, sk.ino, true);
+  });
+}
+
+const DETACH_CRASH_POINTS = [
+  // one of two services: stopped, then its bindings removed, then the rest
+  {point: 'detach:pending', last: false, notice: () => 'finished detaching c, interrupted by an earlier skl'},
+  {point: 'detach:bindings-removed', last: false, notice: () => 'finished detaching c, interrupted by an earlier skl'},
+  // the last service: stopped, then the whole dispatcher renamed away, then its pins removed
+  {point: 'detach:all-pending', last: true, notice: () => 'finished detaching c, interrupted by an earlier skl'},
+  {point: 'detach:renamed', last: true, notice: (pid: number) => `finished removing a dispatcher an interrupted skl was removing (pid ${pid})`},
+];
+
+for (const {point, last, notice} of DETACH_CRASH_POINTS) {
+  privileged.serial(`fault: skl detach SIGKILLed at ${point} → the detached ports stop at once; the next skl finishes it, says so`, async t => {
+    t.timeout(120_000);
+    const {ns, sk} = await setup(t);
+    const s = await server(t, ns, 7000);
+    if (!last) await sk.ok(['attach', '--pid', String(s.pid), '--name', 'keep', '--ports', '8100']);
+    await sk.ok(['attach', '--pid', String(s.pid), '--name', 'c', '--ports', '8001-8002']);
+    t.deepEqual(await answers(ns, [8001, 8002]), [s.pid, s.pid]);
+    const crashed = await runSkl(['detach', 'c'], {netns: ns.path, env: {SKL_TEST_CRASH_AT: point}});
+    t.is(crashed.signal, 'SIGKILL', `skl killed itself at ${point}: ${describeRun(crashed)}`);
+    t.deepEqual(await answers(ns, [8001, 8002]), ['ECONNREFUSED', 'ECONNREFUSED'], 'a service being detached steers nothing');
+    if (!last) t.deepEqual(await answers(ns, [8100]), [s.pid], 'the other service still steers');
+    if (point === 'detach:renamed') t.deepEqual(pinEntriesOf(sk.ino), [`${sk.ino}-old-${crashed.pid}`]);
+
+    const next = await runSkl(['status', '--json'], {netns: ns.path});
+    ok(t, next, 'status after the crash');
+    t.true(stderrLines(next).some(l => l === `notice: ${notice(crashed.pid)}`), `notice on stderr: ${JSON.stringify(next.stderr)}`);
+    const st = next.json as StatusJson;
+    t.deepEqual(st.attachments.map(a => a.name), last ? [] : ['keep']);
+    assertConsistent(t, sk.ino, !last);
+    const again = await runSkl(['status'], {netns: ns.path});
+    t.deepEqual(stderrLines(again), [], 'nothing left to repair');
   });
 }
 
@@ -458,7 +505,7 @@ privileged.serial('fault: a pin deleted by hand → status reports the damage, c
   t.timeout(120_000);
   const {ns, sk} = await setup(t);
   const s = await server(t, ns, 7000);
-  for (const victim of ['target_meta', 'link']) {
+  for (const victim of ['services', 'link']) {
     await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001']);
     await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web2', '--ports', '8002']);
     unlinkSync(`${SKL_PIN_ROOT}/${sk.ino}/${victim}`);
@@ -466,7 +513,7 @@ privileged.serial('fault: a pin deleted by hand → status reports the damage, c
     const st = await runSkl(['status', '--json'], {netns: ns.path});
     ok(t, st, `status with ${victim} removed`);
     const damaged = (st.json as {damaged?: string}).damaged ?? '';
-    t.regex(damaged, victim === 'link' ? /link pin .*link is missing: the extra ports are not steered/ : /damaged \(missing: target_meta\)/);
+    t.regex(damaged, victim === 'link' ? /link pin .*link is missing: the extra ports are not steered/ : /damaged \(missing: services\)/);
     t.true(damaged.includes(`skl detach --all --netns ${ns.path}`), `says how to clean up: ${damaged}`);
     const text = await runSkl(['status'], {netns: ns.path});
     t.regex(text.stdout, /✘ damaged:/);

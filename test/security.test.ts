@@ -97,7 +97,7 @@ privileged('state: a name can never address a path (hostile names refused, nothi
     ['-', '...', '..x', '.hidden', String(sk.ino), 'web', 'x..y'].sort(),
   );
   t.deepEqual(pinEntriesOf(sk.ino), [String(sk.ino)]);
-  t.deepEqual(pinFilesOf(sk.ino), PIN_FILES, 'the pin directory holds the six fixed pins and nothing else');
+  t.deepEqual(pinFilesOf(sk.ino), PIN_FILES, 'the pin directory holds its fixed pins and nothing else');
 });
 
 privileged("permission: taking another process's socket needs ptrace-level permission; a refusal is clear and leaves nothing half done", async t => {
@@ -152,25 +152,27 @@ privileged('hijack guard: a range that merely contains a port another socket ser
   const udpVictim = await startToyServer(ns, {proto: 'udp', host: HOST, port: 9053});
   t.teardown(() => udpVictim.stop());
   const tcp = String(target.pid);
-  // a range holding several served ports may name any of them first
-  const anyVictim = /TCP port (9050|9051|9052|9054) already has a socket/;
+  // a range holding several served ports may name any of them first. The target serves IPv4 only
+  // (127.0.0.1), so its bindings are IPv4 ones: [::1]:9054 (IPv6) is no victim, [::]:9051
+  // (dual-stack) is
+  const anyVictim = /TCP (127\.0\.0\.1:9050|\[::\]:9051|127\.0\.0\.2:9052) is already served by another socket/;
 
   const refusals: {args: string[]; says: RegExp}[] = [
-    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9000-9100'], says: /TCP port (9050|9051|9052|9054) already has a socket \(\S+:905[0-4]\) \(and 3 more\)/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9000-9100'], says: anyVictim},
     {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9050-9060'], says: anyVictim},
-    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9040-9050'], says: /TCP port 9050 already has a socket/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9040-9050'], says: /TCP 127\.0\.0\.1:9050 is already served/},
     {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '1-65535'], says: anyVictim},
     {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '8000,9000-9100,10000'], says: anyVictim},
-    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9051'], says: /TCP port 9051 already has a socket \(\[::\]:9051\)/},
-    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9052-9052'], says: /TCP port 9052 already has a socket \(127\.0\.0\.2:9052\)/},
-    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9054,9055'], says: /TCP port 9054 already has a socket \(\[::1\]:9054\)/},
-    {args: ['attach', '--pid', String(udpTarget.pid), '--proto', 'udp', '--name', 'u', '--ports', '9000-9100'], says: /UDP port 9053 already has a socket \(127\.0\.0\.1:9053\)/},
-    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9050', '--foreground'], says: /TCP port 9050 already has a socket/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9051'], says: /TCP \[::\]:9051 is already served .*binding TCP 0\.0\.0\.0\/0 port 9051/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9052-9052'], says: /TCP 127\.0\.0\.2:9052 is already served/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', 'all', '--address', '127.0.0.2/32'], says: /TCP 127\.0\.0\.2:9052 is already served .*binding TCP 127\.0\.0\.2\/32 port all/},
+    {args: ['attach', '--pid', String(udpTarget.pid), '--proto', 'udp', '--name', 'u', '--ports', '9000-9100'], says: /UDP 127\.0\.0\.1:9053 is already served/},
+    {args: ['attach', '--pid', tcp, '--name', 'x', '--ports', '9050', '--foreground'], says: /TCP 127\.0\.0\.1:9050 is already served/},
   ];
   const withWeb: {args: string[]; says: RegExp}[] = [
     {args: ['ports', 'add', 'web', '9000-9100'], says: anyVictim},
     {args: ['ports', 'add', 'web', '1-65535'], says: anyVictim},
-    {args: ['ports', 'add', 'web', '8002,9049-9051'], says: /TCP port (9050|9051) already has a socket \(\S+\) \(and 1 more\)/},
+    {args: ['ports', 'add', 'web', '8002,9049-9051'], says: /TCP (127\.0\.0\.1:9050|\[::\]:9051) is already served/},
     {args: ['attach', '--pid', tcp, '--name', 'web', '--ports', '8001,9040-9060'], says: anyVictim},
   ];
   const check = async (list: {args: string[]; says: RegExp}[]): Promise<void> => {
@@ -180,7 +182,7 @@ privileged('hijack guard: a range that merely contains a port another socket ser
       t.is(r.code, 1, `${args.join(' ')}: ${describeRun(r)}`);
       t.is(stderrLines(r).length, 1, r.stderr);
       t.regex(r.stderr, says);
-      t.regex(r.stderr, /steering it would hijack that service; leave the port out or use --force/);
+      t.regex(r.stderr, /would take its connections \(hijacking that service\); leave it out \(a narrower --address, other ports\) or use --force/);
       t.is(await statusText(ns.path), before, `${args.join(' ')} changed nothing`);
     }
   };
@@ -189,8 +191,10 @@ privileged('hijack guard: a range that merely contains a port another socket ser
   await sk.ok(['attach', '--pid', tcp, '--name', 'web', '--ports', '8001']);
   await check(withWeb);
 
-  // the guard is per port, not per range: the same range minus the served ports is fine
-  await sk.ok(['ports', 'add', 'web', '9000-9049,9055-9100']);
+  // the guard is per port, not per range: the same range minus the served ports is fine, and so
+  // is the IPv6-only listener's port for this IPv4-only service
+  await sk.ok(['ports', 'add', 'web', '9000-9049,9054-9100']);
+  t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 9054}), {ok: true, reply: {pid: target.pid}});
   t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 9060}), {ok: true, reply: {pid: target.pid}});
   // and every victim still answers on its own port
   t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 9050}), {ok: true, reply: {pid: v4.pid}});

@@ -5,11 +5,11 @@
 import test from 'ava';
 import {BpfObject, u32Key, type BpfMap} from '../src/bpf/index.js';
 import {BpfError} from '../src/bpf/errors.js';
-import {portIndex, portValue, PORT_ENTRIES} from '../src/dispatcher/layout.js';
+import {portIndex, PORT_ENTRIES, withPortService} from '../src/dispatcher/layout.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
 import {privileged} from './helpers/privileged.js';
 
-const V = portValue(2, {v4: true, v6: false}, false);
+const V = withPortService(0, 4, 2);
 
 function stateWith(addPorts: Partial<BpfMap>): DispatcherState {
   const maps = Object.fromEntries(MAP_NAMES.map((n) => [n, {} as BpfMap])) as Record<MapName, BpfMap>;
@@ -29,7 +29,7 @@ test('memory-mapped add_ports: entries at index × 8, read back as the port tabl
   t.is(mem.readUInt32LE(((1 << 16) | 53) * 8), V);
   t.is(mem.readUInt32LE(65535 * 8), 0xffffffff);
   t.is(mem.readUInt32LE(80 * 8 + 4), 0, 'the padding of each element is left alone');
-  t.deepEqual(d.portTable(), new Map([[80, 2], [65535, 0xffff - 1], [(1 << 16) | 53, 2]]));
+  t.deepEqual(d.portTable(), new Map([[80, V], [65535, 0xffffffff], [(1 << 16) | 53, V]]));
   d.writePorts([[portIndex('tcp', 80), 0]]);
   t.false(d.portTable().has(80));
 });
@@ -62,7 +62,7 @@ test('add_ports that cannot be mapped: one batch update with little-endian keys 
     [portIndex('udp', 443), -1],
   ]);
   t.deepEqual(calls, [{keys: [443, (1 << 16) | 443], values: [V, 0xffffffff], count: 2}]);
-  t.deepEqual(d.portTable(), new Map([[7, 2], [9, 2]]));
+  t.deepEqual(d.portTable(), new Map([[7, V], [9, V]]));
 });
 
 privileged('the mapping is the kernel map: written as memory, seen by a map lookup (and back)', (t) => {
@@ -80,7 +80,8 @@ privileged('the mapping is the kernel map: written as memory, seen by a map look
     maps.add_ports.update(u32Key(portIndex('udp', 9)), Buffer.from([1, 0, 0, 0]));
     const table = d.portTable();
     t.is(table.size, 65536);
-    t.is(table.get(portIndex('udp', 9)), 0);
+    t.is(table.get(portIndex('udp', 9)), 1);
+    t.is(d.portValue(portIndex('udp', 9)), 1);
   } finally {
     obj.close();
   }

@@ -4,50 +4,96 @@
 #ifndef SKL_H
 #define SKL_H
 
-/* Number of target slots (sockets) one dispatcher can hold. */
-#define SKL_MAX_TARGETS 256
-/* add_ports index = (protocol index << 16) | port. */
+/* Version of the pinned state's layout (maps, their keys and values, the program's contract).
+ * 0 = skl 0.1.0 (no skl_info map). Bump on any incompatible change; `skl upgrade` migrates. */
+#define SKL_LAYOUT 1
+
+/* Services one dispatcher can hold, and their sockets: one per (protocol, family). */
+#define SKL_MAX_SERVICES 1024
+#define SKL_DESTS_PER_SERVICE 4
+#define SKL_MAX_DESTS (SKL_MAX_SERVICES * SKL_DESTS_PER_SERVICE)
+/* Prefix bindings (the LPM trie) and host bindings (a whole address: /32, /128; a HASH, so a hit
+ * among a million costs one hash lookup, not a trie walk). Any-address bindings live in add_ports
+ * and do not count. */
+#define SKL_MAX_BINDINGS 1000000
+#define SKL_MAX_HOST_BINDINGS 1000000
+
 #define SKL_PROTO_TCP 0
 #define SKL_PROTO_UDP 1
+/* add_ports index = (protocol << 16) | port; port 0 = the protocol's "all ports" bindings. */
 #define SKL_PORT_ENTRIES (2 * 65536)
 
-/* add_ports value: 0 = port not claimed, else (flags << 16) | (slot + 1). */
-#define SKL_PORT_SLOT_MASK 0xffff
-#define SKL_PORT_F_V4 (1u << 16)     /* target socket accepts IPv4 (AF_INET or dual-stack AF_INET6) */
-#define SKL_PORT_F_V6 (1u << 17)     /* target socket accepts IPv6 */
-#define SKL_PORT_F_FILTER (1u << 18) /* only local addresses in allowed_addrs */
+/* add_ports value: the services of the any-address bindings of (protocol, port), per family,
+ * as service + 1 (0 = none), and whether the trie (prefix) or the hash (host) holds bindings for
+ * it, per family.
+ * 0 everywhere = nothing bound on this port: the common miss costs one array lookup. */
+#define SKL_PORT_SVC_BITS 12
+#define SKL_PORT_SVC_MASK 0xfff
+#define SKL_PORT_V6_SHIFT 12
+#define SKL_PORT_F_PREFIX_V4 (1u << 24)
+#define SKL_PORT_F_PREFIX_V6 (1u << 25)
+#define SKL_PORT_F_HOST_V4 (1u << 26)
+#define SKL_PORT_F_HOST_V6 (1u << 27)
 
-/* Per-CPU counters of a slot. */
-struct skl_counters {
-	__u64 redirected; /* connections/datagrams steered to the target socket */
-	__u64 missed;     /* port claimed but the target socket is gone or refused */
-	__u64 filtered;   /* port claimed but local address not in the filter */
-};
-
-/* allowed_addrs key: slot, then an IPv6 address (IPv4 as ::ffff:a.b.c.d).
- * prefixlen counts the slot's 32 bits too. */
-struct skl_addr_key {
+/* A prefix or host binding: (protocol, family, port, address prefix) -> service.
+ * prefixlen = 32 (protocol, family, port) + the address prefix length. port 0 = all ports.
+ * Host bindings use the same key with the full length (64 for IPv4, 160 for IPv6). */
+struct skl_binding_key {
 	__u32 prefixlen;
-	__u32 slot;
-	__u8 addr[16];
+	__u8 proto;
+	__u8 family; /* 4 or 6 */
+	__u16 port;
+	__u8 addr[16]; /* IPv4: the first 4 bytes */
 };
 
-/* Userspace-only metadata of a slot, so `skl status` can rebuild everything from the pins. */
-struct skl_target_meta {
-	__u32 in_use;     /* 1 when the slot holds an attachment */
+struct skl_binding {
+	__u32 service;
+	__u32 prefixlen; /* the address prefix length (the trie does not say which entry matched) */
+};
+
+/* Service states: only a ready service is steered to. */
+#define SKL_SVC_FREE 0
+#define SKL_SVC_READY 1
+#define SKL_SVC_PENDING 2
+/* skl_service.flags */
+#define SKL_SVC_F_REMOVING 1 /* a pending service being removed (not added) */
+
+/* Per-CPU counters of a service. */
+struct skl_counters {
+	__u64 redirected; /* connections/datagrams steered to the service's socket */
+	__u64 missed;     /* bound to the service, but its socket for the family is gone or refused */
+};
+
+/* One socket of a service (userspace's record; the socket itself is in target_socket). */
+struct skl_socket_meta {
+	__u64 sock_ino;
+	__u32 pid; /* process it was taken from */
+	__u16 listen_port;
+	__u8 family; /* 4 or 6: the socket's own family (a dual-stack IPv6 socket may serve IPv4) */
+	__u8 flags;  /* SKL_SOCK_F_* */
+	__u8 listen_addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+};
+#define SKL_SOCK_F_USED 1
+#define SKL_SOCK_F_V6ONLY 2
+
+/* A service: the program reads `state` only; the rest lets `skl status` rebuild everything. */
+struct skl_service {
+	__u32 state;
 	__u32 pid;        /* target process */
-	__u32 proto;      /* SKL_PROTO_* */
-	__u32 family;     /* AF_INET / AF_INET6 of the target socket */
-	__u32 v6only;
-	__u32 listen_port;
-	__u8 listen_addr[16];
-	__u64 sock_ino;   /* inode of the target socket (to tell whether it is alive) */
 	__u64 created_ns; /* CLOCK_REALTIME, ns */
 	__u64 netns_ino;
-	__u32 owner_pid;  /* skl --foreground process owning this slot, 0 when persistent */
-	__u32 nfilters;
+	__u32 owner_pid;  /* skl --foreground process owning it, 0 when persistent */
+	__u32 flags;      /* SKL_SVC_F_* */
 	char comm[16];
 	char name[64];
+	struct skl_socket_meta sockets[SKL_DESTS_PER_SERVICE]; /* index: protocol * 2 + (family == 6) */
+};
+
+/* The dispatcher's own record (one entry): which layout and which skl wrote it. */
+struct skl_info {
+	__u32 layout;
+	__u32 reserved;
+	char version[32];
 };
 
 #endif

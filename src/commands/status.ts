@@ -6,13 +6,13 @@ import {bad, dim, ellipsize, note, ok, table} from '../cli/render.js';
 import {status} from '../dispatcher/api.js';
 
 export default class Status extends SklCommand {
-  static override summary = 'Show attachments: ports, target, counters, liveness';
+  static override summary = 'Show services: bindings, sockets, counters, liveness';
   static override examples = [
-    {command: '<%= config.bin %> status', description: 'every attachment in this network namespace'},
-    {command: '<%= config.bin %> status web --json', description: 'one attachment, as JSON'},
+    {command: '<%= config.bin %> status', description: 'every service in this network namespace'},
+    {command: '<%= config.bin %> status web --json', description: 'one service, as JSON'},
     {command: '<%= config.bin %> status --netns /run/netns/blue', description: 'in another namespace'},
   ];
-  static override args = {name: Args.string({description: 'only this attachment', ignoreStdin: true})};
+  static override args = {name: Args.string({description: 'only this service', ignoreStdin: true})};
   static override flags = {netns: netnsFlag, json: jsonFlag};
 
   async run(): Promise<void> {
@@ -27,16 +27,16 @@ export default class Status extends SklCommand {
     this.log(chalk.bold(`network namespace ${r.netns} (inode ${r.netnsIno})`));
     if (r.damaged) this.log(`${bad('✘ damaged:')} ${r.damaged}`);
     if (r.attachments.length === 0) {
-      this.log(dim('  no attachments'));
+      this.log(dim('  no services'));
       return;
     }
     const rows = r.attachments.map((a) => [
       a.name,
       String(a.pid),
       a.command,
-      a.protocol,
-      a.listener,
-      ellipsize(a.portsText) + (a.addresses.length ? dim(` @${a.addresses.join(',')}`) : ''),
+      a.protocols.join('+'),
+      a.listeners.join(' '),
+      ellipsize(bindingsText(a.bindings)),
       String(a.redirected),
       a.missed ? bad(String(a.missed)) : '0',
       a.alive ? ok('yes') : bad(a.processAlive ? 'socket closed' : 'process gone'),
@@ -44,4 +44,11 @@ export default class Status extends SklCommand {
     ]);
     this.log(table(['NAME', 'PID', 'COMMAND', 'PROTO', 'LISTENER', 'PORTS', 'REDIRECTED', 'MISSED', 'ALIVE', 'MODE'], rows));
   }
+}
+
+/** One cell: "8001-8003" for any-address bindings, "9000@127.0.0.0/8" for prefixes; protocols when they differ. */
+function bindingsText(list: {protocol: string; prefix: string; ports: string}[]): string {
+  const protos = new Set(list.map((b) => b.protocol));
+  const parts = list.map((b) => `${protos.size > 1 ? `${b.protocol}:` : ''}${b.ports}${b.prefix === '0.0.0.0/0' || b.prefix === '::/0' ? '' : `@${b.prefix}`}`);
+  return [...new Set(parts)].join(' ') || '-';
 }

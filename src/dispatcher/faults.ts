@@ -8,7 +8,11 @@ export type CrashPoint =
   | 'create:published'
   | 'attach:pending'
   | 'attach:socket-stored'
-  | 'attach:ports-written';
+  | 'attach:ports-written'
+  | 'detach:pending'
+  | 'detach:bindings-removed'
+  | 'detach:all-pending'
+  | 'detach:renamed';
 
 export function crashPoint(point: CrashPoint): void {
   if (process.env.SKL_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');

@@ -1,8 +1,27 @@
 /** Parsing and validation of user input for the dispatcher (pure: unit-tested without root). */
 import {isIP} from 'node:net';
 import {UsageError} from '../sys/errors.js';
+import type {Proto} from '../sys/sockets.js';
+import {prefixText, type Prefix} from './layout.js';
 
 export const MAX_PORT = 65535;
+
+/** Ports of a binding: explicit ports, or every port of the prefixes. */
+export type PortSpec = number[] | 'all';
+
+/** "all" or a port list (see parsePorts). */
+export function parsePortSpec(spec: string): PortSpec {
+  return spec.trim().toLowerCase() === 'all' ? 'all' : parsePorts(spec);
+}
+
+/** "tcp", "udp", "tcp,udp" → protocols, in that order. */
+export function parseProtos(spec: string): Proto[] {
+  const parts = spec.split(',').map((p) => p.trim().toLowerCase());
+  if (parts.length === 0 || parts.some((p) => p !== 'tcp' && p !== 'udp') || new Set(parts).size !== parts.length) {
+    throw new UsageError(`invalid --proto ${JSON.stringify(truncate(spec))}: use tcp, udp or tcp,udp`);
+  }
+  return (['tcp', 'udp'] as const).filter((p) => parts.includes(p));
+}
 
 /** "80,443,8000-8999" → sorted unique ports. Rejects anything malformed, naming the bad part. */
 export function parsePorts(spec: string): number[] {
@@ -79,15 +98,11 @@ export function parsePid(text: string): number {
   return pid;
 }
 
-export interface AddressPrefix {
-  /** 16 bytes; IPv4 as ::ffff:a.b.c.d */
-  addr: Uint8Array;
-  /** prefix length over the 128-bit (mapped) address */
-  prefixLen: number;
+export interface AddressPrefix extends Prefix {
   text: string;
 }
 
-/** "127.0.0.1", "10.0.0.0/8" style, "::1", "fd00::/8" → prefix over a v4-mapped v6 address. */
+/** "127.0.0.1", "10.0.0.0/8" style, "::1", "fd00::/8" → a prefix of its family (addr: 16 bytes, IPv4 mapped). */
 export function parseAddress(text: string): AddressPrefix {
   const [ip, plen, extra] = text.trim().split('/');
   const kind = isIP(ip ?? '');
@@ -106,10 +121,13 @@ export function parseAddress(text: string): AddressPrefix {
   } else {
     addr.set(parseV6(ip));
   }
-  const prefixLen = kind === 4 ? 96 + len : len;
-  // zero host bits so the trie key is canonical
-  for (let bit = prefixLen; bit < 128; bit++) addr[bit >> 3] &= ~(0x80 >> (bit & 7));
-  return {addr, prefixLen, text: `${ip}/${len}`};
+  // a v4-mapped IPv6 prefix (::ffff:a.b.c.d/96 and longer) is the IPv4 prefix it maps
+  const mapped = kind === 6 && len >= 96 && addr.subarray(0, 10).every((b) => b === 0) && addr[10] === 0xff && addr[11] === 0xff;
+  const family = kind === 4 || mapped ? 4 : 6;
+  if (mapped) len -= 96;
+  // zero host bits so the table key is canonical
+  for (let bit = (family === 4 ? 96 : 0) + len; bit < 128; bit++) addr[bit >> 3] &= ~(0x80 >> (bit & 7));
+  return {family, addr, len, text: prefixText({family, addr, len})};
 }
 
 /** Bytes of an IPv6 address already validated by net.isIP (handles "::" and a trailing IPv4). */
@@ -135,13 +153,14 @@ function parseV6(ip: string): Uint8Array {
   return out;
 }
 
-/** "127.0.0.1:8080", "[::1]:8080", "*:8080", ":8080" → address (undefined = any) and port. */
+/** "127.0.0.1:8080", "[::1]:8080", "*:8080", ":8080", "8080" → address (undefined = every address, both families) and port. */
 export function parseListener(text: string): {address?: string; port: number} {
+  if (/^\s*\d{1,5}\s*$/.test(text)) return parseListener(`:${text.trim()}`);
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|\*)?):(\d{1,5})$/.exec(text.trim());
   const port = m ? Number(m[3]) : NaN;
   // a bracketed address must be IPv6, a bare one IPv4 (or * / nothing: any address)
   const badAddress = m !== null && (m[1] !== undefined ? isIP(m[1]) !== 6 : m[2] !== undefined && m[2] !== '*' && isIP(m[2]) !== 4);
-  if (!m || badAddress || port < 1 || port > MAX_PORT) throw new UsageError(`invalid --listener ${JSON.stringify(truncate(text))}: use ADDR:PORT, [V6ADDR]:PORT or :PORT`);
+  if (!m || badAddress || port < 1 || port > MAX_PORT) throw new UsageError(`invalid --listener ${JSON.stringify(truncate(text))}: use ADDR:PORT, [V6ADDR]:PORT, :PORT or PORT`);
   const address = m[1] ?? (m[2] === '*' ? undefined : m[2]);
   return {address, port};
 }

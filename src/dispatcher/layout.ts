@@ -1,49 +1,158 @@
 /** Binary layout of the dispatcher's maps; mirrors bpf/headers/skl.h (a test checks it against BTF). */
-import type {Proto} from '../sys/sockets.js';
+import type {Family, Proto} from '../sys/sockets.js';
 import {formatV6} from '../sys/sockets.js';
 
-export const MAX_TARGETS = 256;
+/** Layout of the pinned state this skl writes (SKL_LAYOUT). 0 = skl 0.1.0's (no skl_info map). */
+export const LAYOUT = 1;
+export const MAX_SERVICES = 1024;
+export const DESTS_PER_SERVICE = 4;
+export const MAX_DESTS = MAX_SERVICES * DESTS_PER_SERVICE;
+export const MAX_BINDINGS = 1_000_000;
+export const MAX_HOST_BINDINGS = 1_000_000;
 export const PORT_ENTRIES = 2 * 65536;
-export const PORT_SLOT_MASK = 0xffff;
-export const PORT_F_V4 = 1 << 16;
-export const PORT_F_V6 = 1 << 17;
-export const PORT_F_FILTER = 1 << 18;
-export const META_SIZE = 152;
-export const ADDR_KEY_SIZE = 24;
-export const COUNTER_FIELDS = ['redirected', 'missed', 'filtered'] as const;
+export const PORT_SVC_MASK = 0xfff;
+export const PORT_V6_SHIFT = 12;
+export const PORT_F_PREFIX_V4 = 1 << 24;
+export const PORT_F_PREFIX_V6 = 1 << 25;
+export const PORT_F_HOST_V4 = 1 << 26;
+export const PORT_F_HOST_V6 = 1 << 27;
+export const SOCKET_META_SIZE = 32;
+export const SERVICE_SIZE = 48 + 64 + DESTS_PER_SERVICE * SOCKET_META_SIZE;
+export const BINDING_KEY_SIZE = 24;
+export const BINDING_SIZE = 8;
+export const INFO_SIZE = 40;
+export const COUNTER_FIELDS = ['redirected', 'missed'] as const;
 
-/** in_use values: a slot being written (stale if seen under the lock) or ready. */
-export const SLOT_FREE = 0;
-export const SLOT_READY = 1;
-export const SLOT_PENDING = 2;
+/** Service states: only a ready service is steered to (the program checks). */
+export const SVC_FREE = 0;
+export const SVC_READY = 1;
+export const SVC_PENDING = 2;
+/** service flags: a pending service that was being removed (not added) */
+export const SVC_F_REMOVING = 1;
+
+const SOCK_F_USED = 1;
+const SOCK_F_V6ONLY = 2;
 
 export const portIndex = (proto: Proto, port: number): number => ((proto === 'udp' ? 1 : 0) << 16) | port;
 export const indexProto = (index: number): Proto => (index >> 16 === 1 ? 'udp' : 'tcp');
+export const protoIndex = (proto: Proto): number => (proto === 'udp' ? 1 : 0);
 
-export function portValue(slot: number, accepts: {v4: boolean; v6: boolean}, filtered: boolean): number {
-  return ((slot + 1) | (accepts.v4 ? PORT_F_V4 : 0) | (accepts.v6 ? PORT_F_V6 : 0) | (filtered ? PORT_F_FILTER : 0)) >>> 0;
+/** target_socket index of a service's socket for (protocol, family of the traffic). */
+export const destIndex = (service: number, proto: Proto, family: Family): number =>
+  service * DESTS_PER_SERVICE + protoIndex(proto) * 2 + (family === 6 ? 1 : 0);
+
+// ---- add_ports values ----
+
+/** The service of the any-address binding of this family in an add_ports value, or undefined. */
+export function portService(value: number, family: Family): number | undefined {
+  const v = (value >>> (family === 6 ? PORT_V6_SHIFT : 0)) & PORT_SVC_MASK;
+  return v === 0 ? undefined : v - 1;
 }
-export const valueSlot = (value: number): number => (value & PORT_SLOT_MASK) - 1;
 
-export interface TargetMeta {
-  state: number;
-  pid: number;
+export function withPortService(value: number, family: Family, service: number | undefined): number {
+  const shift = family === 6 ? PORT_V6_SHIFT : 0;
+  const cleared = value & ~(PORT_SVC_MASK << shift);
+  return (cleared | (service === undefined ? 0 : (service + 1) << shift)) >>> 0;
+}
+
+/** The flag saying the trie (prefix) or the hash (host) holds bindings of this family for the port. */
+export const tableFlag = (table: BindingTable, family: Family): number =>
+  table === 'host_bindings' ? (family === 6 ? PORT_F_HOST_V6 : PORT_F_HOST_V4) : family === 6 ? PORT_F_PREFIX_V6 : PORT_F_PREFIX_V4;
+
+export function withFlag(value: number, flag: number, on: boolean): number {
+  return (on ? value | flag : value & ~flag) >>> 0;
+}
+
+/** Where a binding lives besides add_ports: whole addresses in the hash, shorter prefixes in the trie. */
+export type BindingTable = 'bindings' | 'host_bindings';
+export const familyBits = (family: Family): number => (family === 4 ? 32 : 128);
+export const tableOf = (p: Prefix): BindingTable => (p.len === familyBits(p.family) ? 'host_bindings' : 'bindings');
+
+// ---- prefixes and binding keys ----
+
+/** A local address prefix of one family. addr: 16 bytes (IPv4 as ::ffff:a.b.c.d); len: over the family's own bits. */
+export interface Prefix {
+  family: Family;
+  addr: Uint8Array;
+  len: number;
+}
+
+export const anyPrefix = (family: Family): Prefix => ({family, addr: mappedZero(family), len: 0});
+function mappedZero(family: Family): Uint8Array {
+  const a = new Uint8Array(16);
+  if (family === 4) a[10] = a[11] = 0xff;
+  return a;
+}
+
+export interface BindingKey {
   proto: Proto;
-  /** 4 or 6: family of the target socket */
-  family: 4 | 6;
+  /** 0 = all ports */
+  port: number;
+  prefix: Prefix;
+}
+
+export function encodeBindingKey(k: BindingKey): Buffer {
+  const b = Buffer.alloc(BINDING_KEY_SIZE);
+  b.writeUInt32LE(32 + k.prefix.len, 0);
+  b.writeUInt8(protoIndex(k.proto), 4);
+  b.writeUInt8(k.prefix.family, 5);
+  b.writeUInt16LE(k.port, 6);
+  if (k.prefix.family === 4) Buffer.from(k.prefix.addr.subarray(12, 16)).copy(b, 8);
+  else Buffer.from(k.prefix.addr).copy(b, 8);
+  return b;
+}
+
+export function decodeBindingKey(b: Buffer): BindingKey {
+  const family: Family = b.readUInt8(5) === 4 ? 4 : 6;
+  const addr = new Uint8Array(16);
+  if (family === 4) {
+    addr[10] = addr[11] = 0xff;
+    addr.set(b.subarray(8, 12), 12);
+  } else {
+    addr.set(b.subarray(8, 24));
+  }
+  return {proto: b.readUInt8(4) === 1 ? 'udp' : 'tcp', port: b.readUInt16LE(6), prefix: {family, addr, len: b.readUInt32LE(0) - 32}};
+}
+
+export function encodeBinding(service: number, prefixLen: number): Buffer {
+  const b = Buffer.alloc(BINDING_SIZE);
+  b.writeUInt32LE(service, 0);
+  b.writeUInt32LE(prefixLen, 4);
+  return b;
+}
+
+export const decodeBinding = (b: Buffer): {service: number; prefixLen: number} => ({service: b.readUInt32LE(0), prefixLen: b.readUInt32LE(4)});
+
+// ---- services ----
+
+export interface SocketMeta {
+  proto: Proto;
+  /** the socket's own family (a dual-stack IPv6 socket may serve IPv4 too) */
+  family: Family;
   v6only: boolean;
+  pid: number;
   listenPort: number;
   /** 16 bytes (IPv4 as v4-mapped) */
   listenAddr: Uint8Array;
   sockIno: number;
+}
+
+export interface ServiceMeta {
+  state: number;
+  pid: number;
   createdNs: bigint;
   netnsIno: number;
-  /** skl --foreground process owning the slot; 0 for persistent attachments */
+  /** skl --foreground process owning the service; 0 for persistent ones */
   ownerPid: number;
-  nfilters: number;
+  flags: number;
   comm: string;
   name: string;
+  /** by destination: index protocol * 2 + (traffic family == 6) */
+  sockets: (SocketMeta | undefined)[];
 }
+
+/** Destination (within a service) → protocol and traffic family. */
+export const destKey = (i: number): {proto: Proto; family: Family} => ({proto: i >> 1 === 1 ? 'udp' : 'tcp', family: (i & 1) === 1 ? 6 : 4});
 
 /**
  * A fixed-size, NUL-padded text field (like the kernel's comm): text of exactly `size` bytes fills
@@ -59,53 +168,81 @@ function readCString(buf: Buffer, offset: number, size: number): string {
   return part.subarray(0, end < 0 ? size : end).toString('utf8');
 }
 
-export function encodeMeta(m: TargetMeta): Buffer {
-  const b = Buffer.alloc(META_SIZE);
+export function encodeService(m: ServiceMeta): Buffer {
+  const b = Buffer.alloc(SERVICE_SIZE);
   b.writeUInt32LE(m.state, 0);
   b.writeUInt32LE(m.pid, 4);
-  b.writeUInt32LE(m.proto === 'udp' ? 1 : 0, 8);
-  b.writeUInt32LE(m.family === 6 ? 10 : 2, 12);
-  b.writeUInt32LE(m.v6only ? 1 : 0, 16);
-  b.writeUInt32LE(m.listenPort, 20);
-  Buffer.from(m.listenAddr).copy(b, 24);
-  b.writeBigUInt64LE(BigInt(m.sockIno), 40);
-  b.writeBigUInt64LE(m.createdNs, 48);
-  b.writeBigUInt64LE(BigInt(m.netnsIno), 56);
-  b.writeUInt32LE(m.ownerPid, 64);
-  b.writeUInt32LE(m.nfilters, 68);
-  writeCString(b, 72, 16, m.comm);
-  writeCString(b, 88, 64, m.name);
+  b.writeBigUInt64LE(m.createdNs, 8);
+  b.writeBigUInt64LE(BigInt(m.netnsIno), 16);
+  b.writeUInt32LE(m.ownerPid, 24);
+  b.writeUInt32LE(m.flags, 28);
+  writeCString(b, 32, 16, m.comm);
+  writeCString(b, 48, 64, m.name);
+  for (let i = 0; i < DESTS_PER_SERVICE; i++) {
+    const s = m.sockets[i];
+    if (!s) continue;
+    const o = 112 + i * SOCKET_META_SIZE;
+    b.writeBigUInt64LE(BigInt(s.sockIno), o);
+    b.writeUInt32LE(s.pid, o + 8);
+    b.writeUInt16LE(s.listenPort, o + 12);
+    b.writeUInt8(s.family, o + 14);
+    b.writeUInt8(SOCK_F_USED | (s.v6only ? SOCK_F_V6ONLY : 0), o + 15);
+    Buffer.from(s.listenAddr).copy(b, o + 16);
+  }
   return b;
 }
 
-export function decodeMeta(b: Buffer): TargetMeta {
+export function decodeService(b: Buffer): ServiceMeta {
+  const sockets: (SocketMeta | undefined)[] = [];
+  for (let i = 0; i < DESTS_PER_SERVICE; i++) {
+    const o = 112 + i * SOCKET_META_SIZE;
+    const flags = b.readUInt8(o + 15);
+    if (!(flags & SOCK_F_USED)) {
+      sockets.push(undefined);
+      continue;
+    }
+    sockets.push({
+      proto: destKey(i).proto,
+      sockIno: Number(b.readBigUInt64LE(o)),
+      pid: b.readUInt32LE(o + 8),
+      listenPort: b.readUInt16LE(o + 12),
+      family: b.readUInt8(o + 14) === 6 ? 6 : 4,
+      v6only: (flags & SOCK_F_V6ONLY) !== 0,
+      listenAddr: new Uint8Array(b.subarray(o + 16, o + 32)),
+    });
+  }
   return {
     state: b.readUInt32LE(0),
     pid: b.readUInt32LE(4),
-    proto: b.readUInt32LE(8) === 1 ? 'udp' : 'tcp',
-    family: b.readUInt32LE(12) === 10 ? 6 : 4,
-    v6only: b.readUInt32LE(16) === 1,
-    listenPort: b.readUInt32LE(20),
-    listenAddr: new Uint8Array(b.subarray(24, 40)),
-    sockIno: Number(b.readBigUInt64LE(40)),
-    createdNs: b.readBigUInt64LE(48),
-    netnsIno: Number(b.readBigUInt64LE(56)),
-    ownerPid: b.readUInt32LE(64),
-    nfilters: b.readUInt32LE(68),
-    comm: readCString(b, 72, 16),
-    name: readCString(b, 88, 64),
+    createdNs: b.readBigUInt64LE(8),
+    netnsIno: Number(b.readBigUInt64LE(16)),
+    ownerPid: b.readUInt32LE(24),
+    flags: b.readUInt32LE(28),
+    comm: readCString(b, 32, 16),
+    name: readCString(b, 48, 64),
+    sockets,
   };
 }
 
+export function encodeInfo(layout: number, version: string): Buffer {
+  const b = Buffer.alloc(INFO_SIZE);
+  b.writeUInt32LE(layout, 0);
+  writeCString(b, 8, 32, version);
+  return b;
+}
+export const decodeInfo = (b: Buffer): {layout: number; version: string} => ({layout: b.readUInt32LE(0), version: readCString(b, 8, 32)});
+
+// ---- text ----
+
 /** "127.0.0.1:8080" / "[::]:8080" */
-export function listenerText(m: Pick<TargetMeta, 'listenAddr' | 'listenPort' | 'family'>): string {
+export function listenerText(m: Pick<SocketMeta, 'listenAddr' | 'listenPort' | 'family'>): string {
   const text = formatV6(m.listenAddr);
   if (m.family === 4) return `${text.replace(/^::ffff:/, '')}:${m.listenPort}`;
   return `[${text}]:${m.listenPort}`;
 }
 
 /** Address text ("127.0.0.1" or "::") → 16 bytes, IPv4 mapped. */
-export function addrBytes(text: string, family: 4 | 6): Uint8Array {
+export function addrBytes(text: string, family: Family): Uint8Array {
   const out = new Uint8Array(16);
   if (family === 4) {
     out[10] = 0xff;
@@ -113,7 +250,7 @@ export function addrBytes(text: string, family: 4 | 6): Uint8Array {
     text.split('.').forEach((o, i) => (out[12 + i] = Number(o)));
     return out;
   }
-  // from /proc formatting (formatV6 output); expand "::"
+  // from /proc or sock_diag formatting (formatV6 output); expand "::"
   const halves = text.split('::');
   const words = (s: string): number[] => (s ? s.split(':').map((w) => parseInt(w, 16)) : []);
   const head = words(halves[0]);
@@ -126,21 +263,22 @@ export function addrBytes(text: string, family: 4 | 6): Uint8Array {
   return out;
 }
 
-export function encodeAddrKey(slot: number, addr: Uint8Array, prefixLen: number): Buffer {
-  const b = Buffer.alloc(ADDR_KEY_SIZE);
-  b.writeUInt32LE(32 + prefixLen, 0);
-  b.writeUInt32LE(slot, 4);
-  Buffer.from(addr).copy(b, 8);
-  return b;
+/** "10.0.0.0/8" / "fd00::/8" text of a prefix. */
+export function prefixText(p: Prefix): string {
+  const text = formatV6(p.addr);
+  return p.family === 4 ? `${text.replace(/^::ffff:/, '')}/${p.len}` : `${text}/${p.len}`;
 }
 
-export function decodeAddrKey(b: Buffer): {slot: number; addr: Uint8Array; prefixLen: number} {
-  return {prefixLen: b.readUInt32LE(0) - 32, slot: b.readUInt32LE(4), addr: new Uint8Array(b.subarray(8, 24))};
+/** Whether the address (16 bytes, IPv4 mapped) of this family falls in the prefix. */
+export function prefixContains(p: Prefix, family: Family, addr: Uint8Array): boolean {
+  if (p.family !== family) return false;
+  const base = family === 4 ? 96 : 0;
+  for (let bit = 0; bit < p.len; bit++) {
+    const i = base + bit;
+    const mask = 0x80 >> (i & 7);
+    if ((p.addr[i >> 3] & mask) !== (addr[i >> 3] & mask)) return false;
+  }
+  return true;
 }
 
-/** "10.0.0.0/8" / "fd00::/8" text of a filter prefix. */
-export function prefixText(addr: Uint8Array, prefixLen: number): string {
-  const text = formatV6(addr);
-  if (text.startsWith('::ffff:') && prefixLen >= 96) return `${text.slice(7)}/${prefixLen - 96}`;
-  return `${text}/${prefixLen}`;
-}
+export const samePrefix = (a: Prefix, b: Prefix): boolean => a.family === b.family && a.len === b.len && Buffer.from(a.addr).equals(Buffer.from(b.addr));

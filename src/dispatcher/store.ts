@@ -16,7 +16,9 @@ import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from './state.js';
-import {SLOT_PENDING} from './layout.js';
+import {LAYOUT, SVC_F_REMOVING, SVC_PENDING} from './layout.js';
+import {removeService} from './services.js';
+import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
 
 const BPF_SK_LOOKUP = 36;
@@ -27,6 +29,23 @@ export interface StoreOptions {
   bpffs?: string;
   /** lock file guarding writes (default /run/skl.lock; not in bpffs, so skl's bpffs directory can go away when empty) */
   lockFile?: string;
+}
+
+/** Pinned state of a layout this skl does not read or write. */
+export class LayoutError extends SklError {
+  constructor(
+    readonly layout: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The dispatcher maps of a loaded object, by name. */
+export function mapsOf(obj: BpfObject): Record<MapName, BpfMap> {
+  const maps = {} as Record<MapName, BpfMap>;
+  for (const n of MAP_NAMES) maps[n] = obj.map(n);
+  return maps;
 }
 
 export class Store {
@@ -68,9 +87,18 @@ export class Store {
     }
   }
 
-  /** The namespace's pinned dispatcher, or undefined when there is none. */
+  /**
+   * The namespace's pinned dispatcher, or undefined when there is none. Refuses state of another
+   * layout (an older or newer skl wrote it) rather than misread it.
+   */
   openPinned(): DispatcherState | undefined {
     if (!existsSync(this.dir)) return undefined;
+    if (!existsSync(`${this.dir}/skl_info`) && existsSync(`${this.dir}/target_meta`)) {
+      throw new LayoutError(
+        0,
+        `skl's state in ${this.dir} was created by skl 0.1.0, whose layout this skl (${SKL_VERSION}) cannot change; remove it with: skl detach --all${this.netnsFlag()} (its attachments stop), then attach again`,
+      );
+    }
     const missing = MAP_NAMES.filter((n) => !existsSync(`${this.dir}/${n}`));
     if (missing.length) {
       throw new SklError(
@@ -97,7 +125,14 @@ export class Store {
         link.close();
       }
     }
-    return new DispatcherState('pinned', maps, linkId, damage);
+    const st = new DispatcherState('pinned', maps, linkId, damage);
+    const info = st.info();
+    if (info.layout !== LAYOUT) {
+      st.close();
+      const who = info.layout > LAYOUT ? `a newer skl (${info.version || 'unknown version'})` : `skl ${info.version || 'unknown version'}`;
+      throw new LayoutError(info.layout, `skl's state in ${this.dir} was created by ${who} with layout ${info.layout}; this skl (${SKL_VERSION}) knows layout ${LAYOUT}: use that skl, or upgrade this one`);
+    }
+    return st;
   }
 
   private netnsFlag(): string {
@@ -112,6 +147,7 @@ export class Store {
     const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
     let link: Link | undefined;
     try {
+      new DispatcherState('pinned', mapsOf(obj), 0).writeInfo(LAYOUT, SKL_VERSION);
       for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
       crashPoint('create:maps-pinned');
       link = obj.program(PROGRAM_NAME).attachNetns(this.netns.fd, `netns ${this.netns.path}`);
@@ -131,7 +167,12 @@ export class Store {
 
   /** Detach the pinned dispatcher (link pin first) and remove every pin. */
   destroyPinned(): void {
-    removePins(this.dir);
+    // the removal is published at once (a rename); an interruption leaves `<ino>-old-<pid>`, which
+    // the next skl removes, never a dispatcher with some pins missing
+    const old = `${this.dir}-old-${process.pid}`;
+    if (existsSync(this.dir)) renameSync(this.dir, old);
+    crashPoint('detach:renamed');
+    removePins(old);
     removeIfEmpty(this.root);
   }
 
@@ -153,13 +194,17 @@ export class Store {
   private repairNamespace(): void {
     const own = String(this.netns.ino);
     for (const entry of readdirSync(this.root)) {
-      const m = /^(\d+)(?:-new-(\d+))?$/.exec(entry);
+      const m = /^(\d+)(?:-(new|old)-(\d+))?$/.exec(entry);
       if (!m) continue;
       const path = `${this.root}/${entry}`;
       if (m[1] === own && m[2] !== undefined) {
-        // dispatchers are only created under the lock: any scratch directory is left over
+        // dispatchers are only created and removed under the lock: any scratch directory is left over
         removePins(path);
-        this.notices.push(`removed a half-made dispatcher left by an interrupted skl (pid ${m[2]})`);
+        this.notices.push(
+          m[2] === 'new'
+            ? `removed a half-made dispatcher left by an interrupted skl (pid ${m[3]})`
+            : `finished removing a dispatcher an interrupted skl was removing (pid ${m[3]})`,
+        );
       } else if (linkDetached(path)) {
         // the kernel detaches a namespace's links when it goes away: these pins can never steer
         // again, and a new namespace may get the same inode (another namespace's: silently)
@@ -176,15 +221,13 @@ export class Store {
     }
     if (!st) return;
     try {
-      let table: Map<number, number> | undefined; // read only when there is something to roll back
-      for (const s of st.slots()) {
-        if (s.state === SLOT_PENDING) {
-          table ??= st.portTable();
-          st.clearSlot(s.slot, table);
-          this.notices.push(`rolled back attachment ${s.name}, left half-made by an interrupted skl`);
+      for (const s of st.services()) {
+        if (s.state === SVC_PENDING) {
+          removeService(st, s.id);
+          this.notices.push(s.flags & SVC_F_REMOVING ? `finished detaching ${s.name}, interrupted by an earlier skl` : `rolled back ${s.name}, left half-made by an interrupted skl`);
         }
       }
-      if (st.slots().length === 0) {
+      if (st.services().length === 0) {
         st.close();
         st = undefined;
         this.destroyPinned();

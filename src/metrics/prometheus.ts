@@ -27,26 +27,26 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
   const info = fam('skl_build_info', 'gauge', 'skl build information.');
   info.samples.push([{version: build.version, libbpf: build.libbpf, node: build.node}, 1]);
   const dispatchers = fam('skl_dispatcher_present', 'gauge', 'Whether the network namespace has a pinned skl dispatcher.');
-  const attachments = fam('skl_attachments', 'gauge', 'Attachments in the network namespace.');
-  const redirected = fam('skl_redirected_total', 'counter', 'Connections (TCP) or datagrams (UDP) steered to the attachment\'s socket.');
-  const missed = fam('skl_target_gone_total', 'counter', 'Arrivals on a claimed port while the target socket was gone.');
-  const filtered = fam('skl_filtered_total', 'counter', 'Arrivals on a claimed port for a local address outside the attachment\'s filter.');
-  const ports = fam('skl_ports', 'gauge', 'Extra ports claimed by the attachment.');
-  const alive = fam('skl_target_alive', 'gauge', 'Whether the attachment\'s target socket is still open.');
+  const attachments = fam('skl_attachments', 'gauge', 'Services attached in the network namespace.');
+  const redirected = fam('skl_redirected_total', 'counter', 'Connections (TCP) or datagrams (UDP) steered to the service\'s sockets.');
+  const missed = fam('skl_target_gone_total', 'counter', 'Arrivals bound to the service while its socket for the protocol and family was gone.');
+  const ports = fam('skl_ports', 'gauge', 'Explicit extra ports bound to the service (all-ports bindings count in skl_bindings).');
+  const bindings = fam('skl_bindings', 'gauge', 'Bindings of the service: (protocol, prefix) groups of ports.');
+  const alive = fam('skl_target_alive', 'gauge', 'Whether every socket of the service is still open.');
   for (const r of reports) {
     const ns = String(r.netnsIno);
     dispatchers.samples.push([{netns: ns}, r.dispatcher ? 1 : 0]);
     attachments.samples.push([{netns: ns}, r.attachments.length]);
     for (const a of r.attachments) {
-      const l = {netns: ns, name: a.name, protocol: a.protocol, pid: a.pid, mode: a.mode};
+      const l = {netns: ns, name: a.name, protocol: a.protocols.join(','), pid: a.pid, mode: a.mode};
       redirected.samples.push([l, a.redirected]);
       missed.samples.push([l, a.missed]);
-      filtered.samples.push([l, a.filtered]);
       ports.samples.push([l, a.ports.length]);
+      bindings.samples.push([l, a.bindings.length]);
       alive.samples.push([l, a.alive ? 1 : 0]);
     }
   }
-  return [info, dispatchers, attachments, redirected, missed, filtered, ports, alive]
+  return [info, dispatchers, attachments, redirected, missed, ports, bindings, alive]
     .map((f) => [`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.samples.map(([l, v]) => `${f.name}${labels(l)} ${v}`)].join('\n'))
     .join('\n')
     .concat('\n');

@@ -63,7 +63,9 @@ function dump(proto: Proto, family: Family, state: number): SocketEntry[] | unde
   }
 }
 
-/** struct inet_diag_msg → the same entry /proc/net/* parsing gives. */
+const INET_DIAG_SKV6ONLY = 11;
+
+/** struct inet_diag_msg (+ its attributes) → the same entry /proc/net/* parsing gives, plus v6only for IPv6. */
 function entry(m: Buffer, proto: Proto, family: Family): SocketEntry {
   const addr = (at: number): string => (family === 4 ? `${m[at]}.${m[at + 1]}.${m[at + 2]}.${m[at + 3]}` : formatV6(m.subarray(at, at + 16)));
   return {
@@ -75,7 +77,19 @@ function entry(m: Buffer, proto: Proto, family: Family): SocketEntry {
     remotePort: m.readUInt16BE(6),
     state: m[1],
     inode: m.readUInt32LE(68),
+    ...(family === 6 ? {v6only: v6onlyAttr(m)} : {}),
   };
+}
+
+/** The INET_DIAG_SKV6ONLY attribute the kernel adds for every IPv6 socket (undefined when absent). */
+function v6onlyAttr(m: Buffer): boolean | undefined {
+  for (let off = MSG_LEN; off + 4 <= m.length; ) {
+    const len = m.readUInt16LE(off);
+    if (len < 4) return undefined;
+    if (m.readUInt16LE(off + 2) === INET_DIAG_SKV6ONLY && len >= 5) return m[off + 4] === 1;
+    off += (len + 3) & ~3;
+  }
+  return undefined;
 }
 
 /**

@@ -5,6 +5,7 @@
 import {readdirSync, readFileSync, readlinkSync, statSync} from 'node:fs';
 import {libc} from '../ffi/index.js';
 import {diagServerSockets} from './sockdiag.js';
+import {Netns} from './netns.js';
 
 export type Proto = 'tcp' | 'udp';
 export type Family = 4 | 6;
@@ -20,6 +21,8 @@ export interface SocketEntry {
   /** Kernel state: TCP 0x0A = LISTEN, UDP 0x07 = unconnected. */
   state: number;
   inode: number;
+  /** IPv6 sockets, from sock_diag: IPV6_V6ONLY (undefined when unknown) */
+  v6only?: boolean;
 }
 
 export interface ProcessSocket extends SocketEntry {
@@ -146,14 +149,39 @@ function serverTablesHere(protos: Proto[]): SocketEntry[] {
   return diagServerSockets(protos) ?? readTables('/proc/thread-self/net', protos);
 }
 
-/** Server sockets (listening TCP / unconnected UDP) a process holds, in its network namespace. */
-export function serverSocketsOf(pid: number, proto: Proto): ProcessSocket[] {
+/**
+ * Server sockets (listening TCP / unconnected UDP) a process holds. Its namespace's listeners come
+ * from sock_diag run inside that namespace (O(listeners), whatever the number of connections);
+ * /proc/PID/net/* (which walks every connection) only when sock_diag cannot answer.
+ */
+export function serverSocketsOf(pid: number, protos: Proto | readonly Proto[]): ProcessSocket[] {
+  const list = typeof protos === 'string' ? [protos] : [...protos];
   const inodes = socketInodesOf(pid);
-  const tables = inThisNetns(pid) ? serverTablesHere([proto]) : readTables(`/proc/${pid}/net`, [proto]);
+  let tables: SocketEntry[] | undefined;
+  if (inThisNetns(pid)) tables = diagServerSockets(list);
+  else tables = inNetnsOf(pid, () => diagServerSockets(list));
+  tables ??= readTables(`/proc/${pid}/net`, list);
   return tables
     .filter((s) => isServerSocket(s) && inodes.has(s.inode))
     .map((s) => ({...s, fd: inodes.get(s.inode)!}))
     .sort((a, b) => a.fd - b.fd);
+}
+
+/** Run `fn` inside process `pid`'s network namespace; undefined when it cannot be entered. */
+function inNetnsOf<T>(pid: number, fn: () => T | undefined): T | undefined {
+  let ns: Netns;
+  try {
+    ns = Netns.open(`/proc/${pid}/ns/net`);
+  } catch {
+    return undefined;
+  }
+  try {
+    return ns.run(fn);
+  } catch {
+    return undefined;
+  } finally {
+    ns.close();
+  }
 }
 
 /** Server sockets of the calling thread's network namespace (use inside Netns.run). */

@@ -122,18 +122,26 @@ export type ToolImpl = (t: ExecutionContext, paths: string[]) => PromiseLike<voi
  * title — except under CI (CI=true), where it is registered and fails with the reason: a test that
  * cannot check what it is there to check must never pass silently.
  */
-export function needing(specs: readonly string[]): {test(title: string, impl: ToolImpl): void; privileged(title: string, impl: ToolImpl): void} {
+export function needing(specs: readonly string[]): {
+  test(title: string, impl: ToolImpl): void;
+  privileged(title: string, impl: ToolImpl): void;
+  /** like `privileged`, run serially (ava's test.serial) */
+  privilegedSerial(title: string, impl: ToolImpl): void;
+} {
   const tools = resolveTools(specs);
-  const register = (reason: string | undefined, title: string, impl: ToolImpl): void => {
+  const register = (reason: string | undefined, title: string, impl: ToolImpl, serial = false): void => {
     const paths = 'paths' in tools ? tools.paths : [];
-    declare((ti, im) => test(ti, im), (ti, im) => test.skip(ti, im), title, t => impl(t, paths), reason);
+    if (serial) declare((ti, im) => test.serial(ti, im), (ti, im) => test.serial.skip(ti, im), title, t => impl(t, paths), reason);
+    else declare((ti, im) => test(ti, im), (ti, im) => test.skip(ti, im), title, t => impl(t, paths), reason);
   };
   const toolReason = 'reason' in tools ? tools.reason : undefined;
+  const rootReason = (): string | undefined => {
+    const why = [privilegedReason(), toolReason].filter(r => r !== undefined).join('; ');
+    return why === '' ? undefined : why;
+  };
   return {
     test: (title, impl) => register(toolReason, title, impl),
-    privileged: (title, impl) => {
-      const why = [privilegedReason(), toolReason].filter(r => r !== undefined).join('; ');
-      register(why === '' ? undefined : why, title, impl);
-    },
+    privileged: (title, impl) => register(rootReason(), title, impl),
+    privilegedSerial: (title, impl) => register(rootReason(), title, impl, true),
   };
 }

@@ -9,7 +9,7 @@ import {existsSync, readdirSync, statSync} from 'node:fs';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
 import {BpfMap, u32Key} from '../../src/bpf/map.js';
-import {decodeMeta, META_SIZE, MAX_TARGETS, SLOT_FREE} from '../../src/dispatcher/layout.js';
+import {decodeService, SERVICE_SIZE, MAX_SERVICES, SVC_FREE} from '../../src/dispatcher/layout.js';
 import type {Netns} from './netns.js';
 import {stopChild} from './netns.js';
 import {runSkl, SKL_PIN_ROOT, type RunResult} from './dispatcher.js';
@@ -19,7 +19,7 @@ export type {LoadMark, LoadResult} from './load-client.js';
 export const LOAD_CLIENT_SCRIPT = fileURLToPath(new URL('./load-client.js', import.meta.url));
 
 /** The files a namespace's pinned dispatcher consists of. */
-export const PIN_FILES = ['add_ports', 'allowed_addrs', 'counters', 'link', 'target_meta', 'target_socket'];
+export const PIN_FILES = ['add_ports', 'bindings', 'counters', 'host_bindings', 'link', 'services', 'skl_info', 'target_socket'];
 
 /** Drop to nobody (uid/gid 65534, no supplementary groups) for the command that follows. */
 export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
@@ -194,7 +194,7 @@ export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: nu
 export function pinEntriesOf(ino: number): string[] {
   if (!existsSync(SKL_PIN_ROOT)) return [];
   return readdirSync(SKL_PIN_ROOT)
-    .filter(e => e === String(ino) || e.startsWith(`${ino}-new-`))
+    .filter(e => e === String(ino) || e.startsWith(`${ino}-new-`) || e.startsWith(`${ino}-old-`))
     .sort();
 }
 
@@ -211,18 +211,18 @@ export interface SlotView {
   pid: number;
 }
 
-/** Every used slot of the namespace's pinned dispatcher, read straight from target_meta. */
+/** Every used service id of the namespace's pinned dispatcher, read straight from its services map. */
 export function slotsOf(ino: number): SlotView[] {
-  const path = `${SKL_PIN_ROOT}/${ino}/target_meta`;
+  const path = `${SKL_PIN_ROOT}/${ino}/services`;
   if (!existsSync(path)) return [];
   const m = BpfMap.openPinned(path);
   try {
     const out: SlotView[] = [];
-    for (let slot = 0; slot < MAX_TARGETS; slot++) {
+    for (let slot = 0; slot < MAX_SERVICES; slot++) {
       const v = m.lookup(u32Key(slot));
       if (!v) continue;
-      const meta = decodeMeta(v.subarray(0, META_SIZE));
-      if (meta.state !== SLOT_FREE) out.push({slot, state: meta.state, name: meta.name, pid: meta.pid});
+      const meta = decodeService(v.subarray(0, SERVICE_SIZE));
+      if (meta.state !== SVC_FREE) out.push({slot, state: meta.state, name: meta.name, pid: meta.pid});
     }
     return out;
   } finally {

@@ -1,0 +1,268 @@
+/** Attaching a service: persistent (the namespace's pinned dispatcher) or foreground (objects of this process only). */
+import {requireFeature, probeProgType} from '../bpf/features.js';
+import {BpfObject} from '../bpf/object.js';
+import type {Link} from '../bpf/link.js';
+import {SklError, UsageError} from '../sys/errors.js';
+import type {Netns} from '../sys/netns.js';
+import type {Proto} from '../sys/sockets.js';
+import {addBindings, bindingSpecs, bindingsOf, groupBindings, portsText, removeBindings, bindingId, type BindingSpec} from './bindings.js';
+import {defaultName, validateName, type AddressPrefix, type PortSpec} from './input.js';
+import {anyPrefix, LAYOUT, MAX_SERVICES, prefixText, SVC_READY, type Prefix} from './layout.js';
+import {checkClaims, checkHijack, closeAll, openAll, ownSockets, servicesByName, socketId, withNetns, type ServiceRef} from './namespace.js';
+import {familiesOf, releaseService, removeService, replaceSockets, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
+import {DispatcherState, dispatcherObjectBytes} from './state.js';
+import {mapsOf, PROGRAM_NAME, Store, type StoreOptions} from './store.js';
+import {SKL_VERSION} from '../version.js';
+
+export interface CommonOptions extends StoreOptions {
+  /** network namespace file (default: the caller's, /proc/self/ns/net) */
+  netns?: string;
+}
+
+export interface AttachOptions extends CommonOptions {
+  /** target process (default: this process, with `fd`) */
+  pid?: number;
+  /** fd(s) of the socket(s) in the target process (with no pid: fds of this process) */
+  fd?: number | number[];
+  /** the listener: address (undefined = every address, both families) and port; several allowed */
+  listener?: ListenerChoice | ListenerChoice[];
+  /** extra ports (or every port of the prefixes); required for a new service, optional when replacing an existing name's sockets */
+  ports?: number[] | 'all';
+  /** protocol(s) of the service (default TCP) */
+  proto?: Proto | Proto[];
+  name?: string;
+  /** local prefixes the bindings route (default: every address of each family the service's sockets serve) */
+  addresses?: AddressPrefix[];
+  /** claim bindings even when another socket already serves them */
+  force?: boolean;
+}
+
+export interface BindingStatus {
+  protocol: Proto;
+  /** "0.0.0.0/0", "127.0.0.0/8", "::/0" */
+  prefix: string;
+  /** "8001-8003,9000" or "all" */
+  ports: string;
+}
+
+export interface AttachResult {
+  name: string;
+  pid: number;
+  comm: string;
+  protocols: Proto[];
+  /** explicit ports of the bindings (all-ports bindings show in `bindings`) */
+  ports: number[];
+  portsText: string;
+  /** the sockets the service's traffic goes to */
+  listeners: string[];
+  bindings: BindingStatus[];
+  /** the name existed: its sockets (and bindings, if given) were replaced in place */
+  replaced: boolean;
+  netnsIno: number;
+  notices: string[];
+}
+
+const asList = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
+
+export function bindingStatus(list: readonly BindingSpec[]): BindingStatus[] {
+  return groupBindings(list).map((g) => ({protocol: g.proto, prefix: prefixText(g.prefix), ports: portsText(g.ports)}));
+}
+
+/** What a new or changed service binds: protocols × prefixes × ports, each prefix of a family the service serves. */
+export function plannedBindings(protos: readonly Proto[], sockets: readonly unknown[], addresses: readonly Prefix[] | undefined, ports: PortSpec): BindingSpec[] {
+  const list = ports === 'all' ? [0] : ports;
+  const out: BindingSpec[] = [];
+  for (const proto of protos) {
+    const families = familiesOf(sockets, proto);
+    const prefixes = addresses?.length ? addresses : families.map(anyPrefix);
+    for (const p of prefixes) {
+      if (!families.includes(p.family)) {
+        throw new SklError(`--address ${prefixText(p)}: the service has no socket that takes ${proto.toUpperCase()} over IPv${p.family} (it serves ${families.map((f) => `IPv${f}`).join(' and ') || 'neither family'})`);
+      }
+    }
+    for (const b of bindingSpecs([proto], prefixes, list)) out.push(b);
+  }
+  return out;
+}
+
+function protosOf(opts: AttachOptions): Proto[] {
+  const list = asList(opts.proto);
+  return list.length ? (['tcp', 'udp'] as const).filter((p) => list.includes(p)) : ['tcp'];
+}
+
+function resultOf(t: TakenService, name: string, protos: Proto[], list: readonly BindingSpec[], replaced: boolean, ns: Netns, notices: string[]): AttachResult {
+  const explicit = [...new Set(list.map((b) => b.port).filter((p) => p !== 0))].sort((a, b) => a - b);
+  return {
+    name,
+    pid: t.pid,
+    comm: t.comm,
+    protocols: protos,
+    ports: explicit,
+    portsText: portsText([...new Set(list.map((b) => b.port))]),
+    listeners: [...new Set(t.sockets.map(socketText))],
+    bindings: bindingStatus(list),
+    replaced,
+    netnsIno: ns.ino,
+    notices,
+  };
+}
+
+interface AttachContext {
+  ns: Netns;
+  store: Store;
+  t: TakenService;
+  name: string;
+  protos: Proto[];
+  /** every dispatcher of the namespace, open; closed afterwards (push what you open into it) */
+  all: DispatcherState[];
+  existing: ServiceRef | undefined;
+}
+
+/**
+ * What both attach modes do first: validate, take the service's sockets (closed again afterwards:
+ * the SOCKMAP holds its own references), then run `fn` under the lock with the namespace's state open.
+ */
+function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promise<T> {
+  if (opts.pid === undefined && asList(opts.fd).length === 0) return Promise.reject(new UsageError('give the target: --pid PID (or, in-process, an fd of this process)'));
+  if (opts.name !== undefined) validateName(opts.name);
+  const protos = protosOf(opts);
+  requireFeature('sk_lookup', () => probeProgType('sk_lookup'));
+  return withNetns(opts.netns, async (ns) => {
+    const store = new Store(ns, opts);
+    const pid = opts.pid ?? process.pid;
+    const retry = (listener: string): string =>
+      ['skl attach --pid', pid, '--listener', listener, ...(protos.length > 1 || protos[0] !== 'tcp' ? ['--proto', protos.join(',')] : []), ...(opts.ports ? ['--ports', opts.ports === 'all' ? 'all' : portsText(opts.ports)] : []), ...(opts.name ? ['--name', opts.name] : []), ...(opts.netns ? ['--netns', opts.netns] : [])].join(' ');
+    const t = takeService({pid, protos, fds: asList(opts.fd), listeners: asList(opts.listener), retry});
+    try {
+      if (t.netnsIno !== undefined && t.netnsIno !== ns.ino) {
+        throw new SklError(`the sockets of process ${t.pid} belong to another network namespace than ${ns.path}; attach there with --netns /proc/${t.pid}/ns/net`);
+      }
+      const name = opts.name ?? defaultName(t.comm, t.pid);
+      return await store.locked(() => {
+        const all = openAll(store);
+        try {
+          return fn({ns, store, t, name, protos, all, existing: servicesByName(all).get(name)});
+        } finally {
+          closeAll(all);
+        }
+      });
+    } finally {
+      releaseService(t);
+    }
+  });
+}
+
+/** Give a process extra ports through the namespace's shared, pinned dispatcher. */
+export function attach(opts: AttachOptions): Promise<AttachResult> {
+  return withService(opts, ({ns, store, t, name, protos, all, existing}) => {
+    if (existing && existing.state.kind === 'foreground') {
+      throw new SklError(`${name} is a foreground service of skl process ${existing.record.ownerPid}; stop that process first or pick another --name`);
+    }
+    const old = existing ? bindingsOf(existing.state, existing.record.id) : [];
+    if (existing) {
+      const had = [...new Set(existing.record.sockets.filter((s) => s).map((s) => s!.proto))].sort();
+      if (had.join(',') !== protos.join(',')) {
+        throw new SklError(`${name} serves ${had.map((p) => p.toUpperCase()).join('+')}; detach it first to attach ${protos.map((p) => p.toUpperCase()).join('+')} under that name`);
+      }
+    }
+    let list: BindingSpec[];
+    if (opts.ports === undefined && opts.addresses === undefined) {
+      if (!existing) throw new UsageError('--ports is required for a new service');
+      list = old;
+    } else {
+      const ports = opts.ports ?? [...new Set(old.map((b) => b.port))];
+      if (ports !== 'all' && ports.length === 0) throw new UsageError('--ports is empty');
+      list = plannedBindings(protos, t.dests, opts.addresses, ports !== 'all' && ports.includes(0) ? 'all' : ports);
+    }
+    checkClaims(all, existing, list);
+    const held = new Set(old.map(bindingId));
+    checkHijack(ns, list.filter((b) => !held.has(bindingId(b))), ownSockets(t.sockets), opts.force ?? false);
+
+    let pinned = all.find((d) => d.kind === 'pinned');
+    // a dispatcher whose link is gone steers nothing: writing to it would be a silent no-op
+    if (pinned?.damage) throw new SklError(`cannot attach: skl's pinned state in ${store.dir} is damaged: ${pinned.damage}`);
+    const created = !pinned;
+    pinned ??= store.createPinned();
+    if (created) all.push(pinned);
+    const notices = [...store.notices];
+    const meta = serviceMeta(t, name, ns.ino, 0, SVC_READY);
+    if (existing) {
+      const id = existing.record.id;
+      meta.createdNs = existing.record.createdNs;
+      const keep = new Set(list.map(bindingId));
+      addBindings(pinned, id, list.filter((b) => !held.has(bindingId(b))));
+      replaceSockets(pinned, id, meta, t);
+      removeBindings(pinned, id, old.filter((b) => !keep.has(bindingId(b))));
+      const lost = existing.record.sockets.map((s, i) => (s && !t.dests[i] ? i : -1)).filter((i) => i >= 0);
+      if (lost.length) notices.push(`the new process has no socket for ${lost.map((i) => `${i >> 1 ? 'UDP' : 'TCP'} over IPv${i & 1 ? 6 : 4}`).join(', ')}: those bindings now refuse connections`);
+    } else {
+      const id = pinned.freeService();
+      if (id === undefined) throw new SklError(`this namespace already has the maximum of ${MAX_SERVICES} services; detach one first`);
+      try {
+        writeNewService(pinned, id, meta, t, list);
+      } catch (error) {
+        removeServiceQuietly(pinned, id);
+        if (created) {
+          pinned.close();
+          all.splice(all.indexOf(pinned), 1);
+          store.destroyPinned();
+        }
+        throw error;
+      }
+    }
+    return resultOf(t, name, protos, list, !!existing, ns, notices);
+  });
+}
+
+function removeServiceQuietly(d: DispatcherState, id: number): void {
+  try {
+    removeService(d, id);
+  } catch {
+    // the next skl rolls back what is left (the service is still pending)
+  }
+}
+
+export interface ForegroundAttachment extends AttachResult {
+  /** Remove the service (detach its link, free its maps). Idempotent. */
+  close(): void;
+}
+
+/**
+ * Attach with kernel objects of this process only (no pins): everything goes away when `close()`
+ * is called or the process dies, even by SIGKILL. Still conflict-checked against the namespace.
+ */
+export function attachForeground(opts: AttachOptions): Promise<ForegroundAttachment> {
+  if (opts.ports === undefined || (opts.ports !== 'all' && opts.ports.length === 0)) return Promise.reject(new UsageError('--ports is required'));
+  const ports = opts.ports;
+  return withService(opts, ({ns, store, t, name, protos, all, existing}) => {
+    if (existing) throw new SklError(`a service named ${name} already exists; pick another --name`);
+    const list = plannedBindings(protos, t.dests, opts.addresses, ports);
+    checkClaims(all, undefined, list);
+    checkHijack(ns, list, ownSockets(t.sockets), opts.force ?? false);
+    const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+    let link: Link | undefined;
+    try {
+      const d = new DispatcherState('foreground', mapsOf(obj), 0);
+      d.writeInfo(LAYOUT, SKL_VERSION);
+      writeNewService(d, 0, serviceMeta(t, name, ns.ino, process.pid, SVC_READY), t, list);
+      link = obj.program(PROGRAM_NAME).attachNetns(ns.fd, `netns ${ns.path}`);
+    } catch (error) {
+      link?.close();
+      obj.close();
+      throw error;
+    }
+    const held = link;
+    let closed = false;
+    return {
+      ...resultOf(t, name, protos, list, false, ns, [...store.notices]),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        held.close(); // links before objects
+        obj.close();
+      },
+    };
+  });
+}
+
+export {socketId};

@@ -1,0 +1,239 @@
+/**
+ * Bindings: (protocol, local prefix, port) → service. Any-address bindings (prefix length 0) live
+ * in the port table (add_ports), whole addresses (/32, /128) in a hash (host_bindings), other
+ * prefixes in the LPM trie (bindings); port 0 = all ports.
+ * Precedence (the program's, mirrored by `resolve`): the longest prefix wins; on equal prefixes an
+ * explicit port beats "all ports".
+ */
+import {BpfError} from '../bpf/errors.js';
+import {SklError} from '../sys/errors.js';
+import type {Family, Proto, SocketEntry} from '../sys/sockets.js';
+import {compressPorts} from './input.js';
+import {
+  addrBytes,
+  anyPrefix,
+  BINDING_KEY_SIZE,
+  BINDING_SIZE,
+  encodeBinding,
+  encodeBindingKey,
+  indexProto,
+  MAX_BINDINGS,
+  MAX_HOST_BINDINGS,
+  portIndex,
+  portService,
+  prefixContains,
+  prefixText,
+  samePrefix,
+  tableFlag,
+  tableOf,
+  withFlag,
+  withPortService,
+  type BindingTable,
+  type Prefix,
+} from './layout.js';
+import type {DispatcherState} from './state.js';
+
+const ENOSPC = 28;
+const E2BIG = 7;
+
+/** A binding without its service. port 0 = all ports. */
+export interface BindingSpec {
+  proto: Proto;
+  prefix: Prefix;
+  port: number;
+}
+
+export interface Binding extends BindingSpec {
+  service: number;
+}
+
+const isAny = (b: BindingSpec): boolean => b.prefix.len === 0;
+const prefixId = (p: Prefix): string => `${p.family}|${p.len}|${Buffer.from(p.addr.buffer, p.addr.byteOffset, 16).toString('hex')}`;
+/** A binding's identity (protocol, prefix, port) as a string, cheap to compute for millions. */
+export const bindingId = (b: BindingSpec): string => `${b.proto}|${b.port}|${prefixId(b.prefix)}`;
+export const portText = (port: number): string => (port === 0 ? 'all' : String(port));
+export const bindingText = (b: BindingSpec): string => `${b.proto.toUpperCase()} ${prefixText(b.prefix)} port ${portText(b.port)}`;
+
+const TABLES: BindingTable[] = ['bindings', 'host_bindings'];
+
+/** Every binding of a dispatcher. */
+export function readBindings(d: DispatcherState, table = d.portTable()): Binding[] {
+  const out: Binding[] = [];
+  const used = new Set<BindingTable>();
+  for (const [index, v] of table) {
+    const proto = indexProto(index);
+    const port = index & 0xffff;
+    for (const family of [4, 6] as const) {
+      const service = portService(v, family);
+      if (service !== undefined) out.push({proto, port, prefix: anyPrefix(family), service});
+      for (const t of TABLES) if (v & tableFlag(t, family)) used.add(t);
+    }
+  }
+  for (const t of used) for (const e of d.tableEntries(t)) out.push(e);
+  return out;
+}
+
+/** The bindings of one service, grouped by (protocol, prefix), ports ascending (0 = all first). */
+export function groupBindings(list: readonly BindingSpec[]): {proto: Proto; prefix: Prefix; ports: number[]}[] {
+  const groups = new Map<string, {proto: Proto; prefix: Prefix; ports: number[]}>();
+  for (const b of list) {
+    const id = `${b.proto}|${prefixId(b.prefix)}`;
+    let g = groups.get(id);
+    if (!g) groups.set(id, (g = {proto: b.proto, prefix: b.prefix, ports: []}));
+    g.ports.push(b.port);
+  }
+  const out = [...groups.values()];
+  for (const g of out) g.ports.sort((a, b) => a - b);
+  return out.sort((a, b) => a.proto.localeCompare(b.proto) || a.prefix.family - b.prefix.family || prefixText(a.prefix).localeCompare(prefixText(b.prefix)));
+}
+
+/** "8001-8003,9000" or "all" (or "all,8001": an all-ports binding and explicit ones). */
+export const portsText = (ports: readonly number[]): string =>
+  [...(ports.includes(0) ? ['all'] : []), ...(ports.some((p) => p !== 0) ? [compressPorts(ports.filter((p) => p !== 0))] : [])].join(',');
+
+/** The bindings to add for protocols × prefixes × ports. */
+export function bindingSpecs(protos: readonly Proto[], prefixes: readonly Prefix[], ports: readonly number[]): BindingSpec[] {
+  const out: BindingSpec[] = [];
+  for (const proto of protos) for (const prefix of prefixes) for (const port of ports) out.push({proto, prefix, port});
+  return out;
+}
+
+/** Which service the dispatcher's program picks for a lookup (the same rules, for tests and tools). */
+export function resolve(list: readonly Binding[], proto: Proto, family: Family, addr: Uint8Array, port: number): number | undefined {
+  let best: Binding | undefined;
+  for (const b of list) {
+    if (b.proto !== proto || (b.port !== port && b.port !== 0) || !prefixContains(b.prefix, family, addr)) continue;
+    if (!best || b.prefix.len > best.prefix.len || (b.prefix.len === best.prefix.len && b.port !== 0 && best.port === 0)) best = b;
+  }
+  return best?.service;
+}
+
+/** The service that holds exactly this binding in a dispatcher, if any. */
+export function ownerOf(d: DispatcherState, b: BindingSpec): number | undefined {
+  const v = d.portValue(portIndex(b.proto, b.port));
+  if (isAny(b)) return portService(v, b.prefix.family);
+  const table = tableOf(b.prefix);
+  if (!(v & tableFlag(table, b.prefix.family))) return undefined;
+  return d.tableOwner(table, encodeBindingKey(b));
+}
+
+/**
+ * Add bindings of a service: all or nothing (when a table is full, what was added is removed
+ * again). Prefix and host entries go in before their port's flag is set, any-address ones in one
+ * store each. The caller has checked that no other service holds any of them.
+ */
+export function addBindings(d: DispatcherState, service: number, list: readonly BindingSpec[]): void {
+  const inserted: [BindingTable, Buffer][] = [];
+  const flags = new Map<number, number>();
+  let table: BindingTable = 'bindings';
+  try {
+    for (const t of ['bindings', 'host_bindings'] as const) {
+      table = t;
+      const mine = list.filter((b) => !isAny(b) && tableOf(b.prefix) === t);
+      // in chunks: one batch syscall each for the hash
+      for (let at = 0; at < mine.length; at += BATCH) {
+        const chunk = mine.slice(at, at + BATCH);
+        const keys = Buffer.alloc(chunk.length * BINDING_KEY_SIZE);
+        const values = Buffer.alloc(chunk.length * BINDING_SIZE);
+        chunk.forEach((b, i) => {
+          encodeBindingKey(b).copy(keys, i * BINDING_KEY_SIZE);
+          encodeBinding(service, b.prefix.len).copy(values, i * BINDING_SIZE);
+          const index = portIndex(b.proto, b.port);
+          flags.set(index, (flags.get(index) ?? 0) | tableFlag(t, b.prefix.family));
+        });
+        for (let i = 0; i < chunk.length; i++) inserted.push([t, keys.subarray(i * BINDING_KEY_SIZE, (i + 1) * BINDING_KEY_SIZE)]);
+        d.tableInsertBatch(t, keys, values, chunk.length);
+      }
+    }
+  } catch (error) {
+    for (const [t, k] of inserted) d.tableDelete(t, k);
+    if (error instanceof BpfError && (error.errno === ENOSPC || error.errno === E2BIG)) {
+      const what = table === 'host_bindings' ? `${MAX_HOST_BINDINGS.toLocaleString('en-US')} host bindings (--address of a whole address, /32 or /128)` : `${MAX_BINDINGS.toLocaleString('en-US')} prefix bindings (--address of a shorter prefix)`;
+      throw new SklError(`too many bindings: a namespace holds at most ${what}; nothing was changed`);
+    }
+    throw error;
+  }
+  const writes = new Map<number, number>();
+  const current = (i: number): number => writes.get(i) ?? d.portValue(i);
+  for (const [index, f] of flags) writes.set(index, (current(index) | f) >>> 0);
+  for (const b of list) {
+    if (!isAny(b)) continue;
+    const index = portIndex(b.proto, b.port);
+    writes.set(index, withPortService(current(index), b.prefix.family, service));
+  }
+  d.writePorts(writes);
+}
+
+const BATCH = 16384;
+
+/** Remove bindings (those of `service` only); the table flags of ports left with none are cleared. */
+export function removeBindings(d: DispatcherState, service: number, list: readonly BindingSpec[]): void {
+  const writes = new Map<number, number>();
+  const current = (i: number): number => writes.get(i) ?? d.portValue(i);
+  const touched = new Map<BindingTable, Set<number>>();
+  for (const b of list) {
+    const index = portIndex(b.proto, b.port);
+    if (isAny(b)) {
+      const v = current(index);
+      if (portService(v, b.prefix.family) === service) writes.set(index, withPortService(v, b.prefix.family, undefined));
+      continue;
+    }
+    const table = tableOf(b.prefix);
+    const key = encodeBindingKey(b);
+    if (d.tableOwner(table, key) === service) {
+      d.tableDelete(table, key);
+      if (!touched.has(table)) touched.set(table, new Set());
+      touched.get(table)!.add(index);
+    }
+  }
+  for (const [table, ports] of touched) {
+    // which (protocol, port, family) still have bindings in the table
+    const still = new Map<number, number>();
+    for (const e of d.tableEntries(table)) {
+      const index = portIndex(e.proto, e.port);
+      if (ports.has(index)) still.set(index, (still.get(index) ?? 0) | tableFlag(table, e.prefix.family));
+    }
+    for (const index of ports) {
+      let v = current(index);
+      for (const family of [4, 6] as const) v = withFlag(v, tableFlag(table, family), ((still.get(index) ?? 0) & tableFlag(table, family)) !== 0);
+      writes.set(index, v);
+    }
+  }
+  d.writePorts(writes);
+}
+
+/** Every binding of `service` in a dispatcher. */
+export const bindingsOf = (d: DispatcherState, service: number, all = readBindings(d)): Binding[] => all.filter((b) => b.service === service);
+
+/**
+ * The first socket of the namespace that a binding would take connections from: one bound to an
+ * address in the binding's prefix (or to the wildcard address of a family the binding is of) on
+ * the binding's port (any port for an all-ports binding). `own` excludes the service's own sockets.
+ */
+export function hijackedSocket(list: readonly BindingSpec[], sockets: readonly (SocketEntry & {v6only?: boolean})[], own: (s: SocketEntry) => boolean): {binding: BindingSpec; socket: SocketEntry} | undefined {
+  const byPort = new Map<string, BindingSpec[]>();
+  for (const b of list) {
+    const id = `${b.proto}|${b.port}`;
+    const l = byPort.get(id);
+    if (l) l.push(b);
+    else byPort.set(id, [b]);
+  }
+  for (const s of sockets) {
+    if (own(s)) continue;
+    const candidates = [...(byPort.get(`${s.proto}|${s.port}`) ?? []), ...(byPort.get(`${s.proto}|0`) ?? [])];
+    for (const b of candidates) if (serves(s, b.prefix)) return {binding: b, socket: s};
+  }
+  return undefined;
+}
+
+/** Whether a socket would receive connections to some address of the prefix. */
+function serves(s: SocketEntry & {v6only?: boolean}, p: Prefix): boolean {
+  const wildcard = s.address === '0.0.0.0' || s.address === '::';
+  if (wildcard) return p.family === s.family || (s.family === 6 && p.family === 4 && s.v6only === false);
+  const mapped = s.family === 6 && s.address.startsWith('::ffff:') && s.address.includes('.');
+  const family: Family = mapped ? 4 : s.family;
+  const addr = addrBytes(mapped ? s.address.slice(7) : s.address, family);
+  return prefixContains(p, family, addr);
+}
+
+export {samePrefix};

@@ -1,0 +1,139 @@
+/** Everything skl has attached in a namespace, rebuilt from the kernel's state alone. */
+import {SklError} from '../sys/errors.js';
+import {processAlive} from '../sys/proc.js';
+import type {Proto} from '../sys/sockets.js';
+import {groupBindings, portsText, readBindings, type Binding} from './bindings.js';
+import {validateName} from './input.js';
+import {destKey, listenerText, prefixText, SVC_READY} from './layout.js';
+import {closeAll, openAll, where, withNetns} from './namespace.js';
+import {LayoutError, Store} from './store.js';
+import type {Netns} from '../sys/netns.js';
+import type {DispatcherState} from './state.js';
+import type {BindingStatus, CommonOptions} from './attach.js';
+
+export interface SocketStatus {
+  protocol: Proto;
+  /** the traffic family this socket takes (a dual-stack IPv6 socket may take IPv4) */
+  family: 4 | 6;
+  listener: string;
+  pid: number;
+  /** still open (the kernel drops it from the SOCKMAP when it closes) */
+  alive: boolean;
+}
+
+export interface ServiceStatus {
+  name: string;
+  pid: number;
+  command: string;
+  protocols: Proto[];
+  /** the service's listeners (distinct socket addresses) */
+  listeners: string[];
+  sockets: SocketStatus[];
+  bindings: BindingStatus[];
+  /** explicit ports over all bindings (all-ports bindings show in `bindings` and portsText) */
+  ports: number[];
+  portsText: string;
+  /** every socket of the service is still open */
+  alive: boolean;
+  processAlive: boolean;
+  redirected: number;
+  missed: number;
+  mode: 'persistent' | 'foreground';
+  /** skl process holding a foreground service */
+  ownerPid?: number;
+  createdAt: string;
+  netnsIno: number;
+}
+
+/** @deprecated the name of ServiceStatus before services replaced single-socket attachments */
+export type AttachmentStatus = ServiceStatus;
+
+export interface StatusReport {
+  netns: string;
+  netnsIno: number;
+  /** the namespace has a pinned dispatcher */
+  dispatcher: boolean;
+  /** what is wrong with the pinned state (a pin removed behind skl's back, another layout, ...), when something is */
+  damaged?: string;
+  attachments: ServiceStatus[];
+  notices: string[];
+}
+
+export function status(opts: CommonOptions & {name?: string} = {}): Promise<StatusReport> {
+  if (opts.name !== undefined) validateName(opts.name);
+  return withNetns(opts.netns, async (ns) => {
+    const store = new Store(ns, opts);
+    // under the lock: a consistent snapshot (never a dispatcher half created or removed), repaired first
+    return store.locked(() => statusLocked(ns, store, opts.name));
+  });
+}
+
+function statusLocked(ns: Netns, store: Store, name: string | undefined): StatusReport {
+  let damaged: string | undefined;
+  let all: DispatcherState[];
+  let pinnedElsewhere = false;
+  try {
+    all = openAll(store);
+    damaged = all.find((d) => d.kind === 'pinned')?.damage;
+  } catch (error) {
+    if (!(error instanceof SklError)) throw error;
+    damaged = error.message;
+    pinnedElsewhere = error instanceof LayoutError;
+    all = store.foreground();
+  }
+  try {
+    const attachments: ServiceStatus[] = [];
+    for (const d of all) attachments.push(...servicesOf(d, ns, name));
+    if (name !== undefined && attachments.length === 0) throw new SklError(`no service named ${name} in ${where(ns)}`);
+    attachments.sort((a, b) => a.name.localeCompare(b.name));
+    return {
+      netns: ns.path,
+      netnsIno: ns.ino,
+      dispatcher: pinnedElsewhere || all.some((d) => d.kind === 'pinned'),
+      ...(damaged ? {damaged} : {}),
+      attachments,
+      notices: [...store.notices],
+    };
+  } finally {
+    closeAll(all);
+  }
+}
+
+function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): ServiceStatus[] {
+  const records = d.services().filter((s) => s.state === SVC_READY && (name === undefined || s.name === name));
+  if (records.length === 0) return [];
+  const bindings = new Map<number, Binding[]>();
+  for (const b of readBindings(d)) {
+    const l = bindings.get(b.service);
+    if (l) l.push(b);
+    else bindings.set(b.service, [b]);
+  }
+  return records.map((s) => {
+    const mine = bindings.get(s.id) ?? [];
+    const sockets: SocketStatus[] = [];
+    s.sockets.forEach((m, i) => {
+      if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: m.pid, alive: d.socketAlive(s.id * 4 + i)});
+    });
+    const ports = [...new Set(mine.map((b) => b.port))].sort((a, b) => a - b);
+    const c = d.counters(s.id);
+    return {
+      name: s.name,
+      pid: s.pid,
+      command: s.comm,
+      protocols: (['tcp', 'udp'] as const).filter((p) => sockets.some((x) => x.protocol === p)),
+      listeners: [...new Set(sockets.map((x) => x.listener))],
+      sockets,
+      bindings: groupBindings(mine).map((g) => ({protocol: g.proto, prefix: prefixText(g.prefix), ports: portsText(g.ports)})),
+      ports: ports.filter((p) => p !== 0),
+      portsText: portsText(ports),
+      alive: sockets.length > 0 && sockets.every((x) => x.alive),
+      processAlive: processAlive(s.pid),
+      redirected: c.redirected,
+      missed: c.missed,
+      mode: d.kind === 'pinned' ? 'persistent' : 'foreground',
+      ...(d.kind === 'foreground' ? {ownerPid: s.ownerPid} : {}),
+      createdAt: new Date(Number(s.createdNs / 1_000_000n)).toISOString(),
+      netnsIno: ns.ino,
+    };
+  });
+}
