@@ -80,6 +80,13 @@ export class Link {
     this.pinnedAt = null;
   }
 
+  /** Replace the link's program atomically (bpf_link_update): at no moment is nothing attached. */
+  update(progFd: number, what = 'program'): void {
+    this.check();
+    const rc = libbpf.bpf_link_update(this.fd, progFd, null);
+    if (rc < 0) throw errorFor('update link', -rc, `${this.description} to ${what}`);
+  }
+
   /** Detach the program now, whoever else holds the link. */
   detach(): void {
     this.check();

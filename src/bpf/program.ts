@@ -40,6 +40,12 @@ export class Program {
     return libbpf.bpf_program__type(this.ptr);
   }
 
+  /** Pin the program in bpffs (keeps it loaded while the pin exists). */
+  pin(path: string): void {
+    const rc = libbpf.bpf_obj_pin(this.fd, path);
+    if (rc < 0) throw errorFor('pin program', -rc, `${this.name} at ${path}`);
+  }
+
   /** Attach to a network namespace (sk_lookup, flow dissector) given an fd of its nsfs file. */
   attachNetns(netnsFd: number, what = 'netns'): Link {
     const link = libbpf.bpf_program__attach_netns(this.ptr, netnsFd);

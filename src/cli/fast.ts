@@ -21,6 +21,7 @@ const FAST: Record<string, string> = {
   'ports:add': 'ports/add.js',
   'ports:remove': 'ports/remove.js',
   'xdp-count': 'xdp-count.js',
+  upgrade: 'upgrade.js',
 };
 
 interface Runnable {

@@ -26,6 +26,7 @@ export default class Status extends SklCommand {
     }
     this.log(chalk.bold(`network namespace ${r.netns} (inode ${r.netnsIno})`));
     if (r.damaged) this.log(`${bad('✘ damaged:')} ${r.damaged}`);
+    if (r.upgrade) this.log(`${note('older layout:')} ${r.upgrade}`);
     if (r.attachments.length === 0) {
       this.log(dim('  no services'));
       return;
@@ -40,7 +41,7 @@ export default class Status extends SklCommand {
       String(a.redirected),
       a.missed ? bad(String(a.missed)) : '0',
       a.alive ? ok('yes') : bad(a.processAlive ? 'socket closed' : 'process gone'),
-      a.mode === 'foreground' ? `foreground (owner ${a.ownerPid})` : 'persistent',
+      (a.mode === 'foreground' ? `foreground (owner ${a.ownerPid})` : 'persistent') + (a.layout === 0 ? ' (skl 0.1.0)' : ''),
     ]);
     this.log(table(['NAME', 'PID', 'COMMAND', 'PROTO', 'LISTENER', 'PORTS', 'REDIRECTED', 'MISSED', 'ALIVE', 'MODE'], rows));
   }

@@ -8,7 +8,7 @@ import type {Proto} from '../sys/sockets.js';
 import {addBindings, bindingSpecs, bindingsOf, groupBindings, portsText, removeBindings, bindingId, type BindingSpec} from './bindings.js';
 import {defaultName, validateName, type AddressPrefix, type PortSpec} from './input.js';
 import {anyPrefix, LAYOUT, MAX_SERVICES, prefixText, SVC_READY, type Prefix} from './layout.js';
-import {checkClaims, checkHijack, closeAll, openAll, ownSockets, servicesByName, socketId, withNetns, type ServiceRef} from './namespace.js';
+import {checkClaims, checkHijack, closeAll, legacyClaims, openAll, ownSockets, servicesByName, socketId, withNetns, type LegacyClaim, type ServiceRef} from './namespace.js';
 import {familiesOf, releaseService, removeService, replaceSockets, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
 import {DispatcherState, dispatcherObjectBytes} from './state.js';
 import {mapsOf, PROGRAM_NAME, Store, type StoreOptions} from './store.js';
@@ -116,6 +116,8 @@ interface AttachContext {
   /** every dispatcher of the namespace, open; closed afterwards (push what you open into it) */
   all: DispatcherState[];
   existing: ServiceRef | undefined;
+  /** foreground skl 0.1.0 processes' bindings */
+  legacy: LegacyClaim[];
 }
 
 /**
@@ -141,7 +143,7 @@ function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promi
       return await store.locked(() => {
         const all = openAll(store);
         try {
-          return fn({ns, store, t, name, protos, all, existing: servicesByName(all).get(name)});
+          return fn({ns, store, t, name, protos, all, existing: servicesByName(all).get(name), legacy: legacyClaims(store)});
         } finally {
           closeAll(all);
         }
@@ -154,7 +156,7 @@ function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promi
 
 /** Give a process extra ports through the namespace's shared, pinned dispatcher. */
 export function attach(opts: AttachOptions): Promise<AttachResult> {
-  return withService(opts, ({ns, store, t, name, protos, all, existing}) => {
+  return withService(opts, ({ns, store, t, name, protos, all, existing, legacy}) => {
     if (existing && existing.state.kind === 'foreground') {
       throw new SklError(`${name} is a foreground service of skl process ${existing.record.ownerPid}; stop that process first or pick another --name`);
     }
@@ -174,7 +176,7 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
       if (ports !== 'all' && ports.length === 0) throw new UsageError('--ports is empty');
       list = plannedBindings(protos, t.dests, opts.addresses, ports !== 'all' && ports.includes(0) ? 'all' : ports);
     }
-    checkClaims(all, existing, list);
+    checkClaims(all, existing, list, legacy);
     const held = new Set(old.map(bindingId));
     checkHijack(ns, list.filter((b) => !held.has(bindingId(b))), ownSockets(t.sockets), opts.force ?? false);
 
@@ -234,10 +236,10 @@ export interface ForegroundAttachment extends AttachResult {
 export function attachForeground(opts: AttachOptions): Promise<ForegroundAttachment> {
   if (opts.ports === undefined || (opts.ports !== 'all' && opts.ports.length === 0)) return Promise.reject(new UsageError('--ports is required'));
   const ports = opts.ports;
-  return withService(opts, ({ns, store, t, name, protos, all, existing}) => {
+  return withService(opts, ({ns, store, t, name, protos, all, existing, legacy}) => {
     if (existing) throw new SklError(`a service named ${name} already exists; pick another --name`);
     const list = plannedBindings(protos, t.dests, opts.addresses, ports);
-    checkClaims(all, undefined, list);
+    checkClaims(all, undefined, list, legacy);
     checkHijack(ns, list, ownSockets(t.sockets), opts.force ?? false);
     const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
     let link: Link | undefined;

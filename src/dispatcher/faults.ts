@@ -12,7 +12,11 @@ export type CrashPoint =
   | 'detach:pending'
   | 'detach:bindings-removed'
   | 'detach:all-pending'
-  | 'detach:renamed';
+  | 'detach:renamed'
+  | 'upgrade:built'
+  | 'upgrade:swapped'
+  | 'upgrade:link-moved'
+  | 'upgrade:old-renamed';
 
 export function crashPoint(point: CrashPoint): void {
   if (process.env.SKL_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');

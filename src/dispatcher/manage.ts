@@ -3,12 +3,12 @@ import {SklError, UsageError} from '../sys/errors.js';
 import type {Proto} from '../sys/sockets.js';
 import {addBindings, bindingId, bindingsOf, groupBindings, portsText, readBindings, removeBindings, type BindingSpec} from './bindings.js';
 import {validateName, type AddressPrefix} from './input.js';
-import {anyPrefix, prefixText, type Prefix} from './layout.js';
-import {checkClaims, checkHijack, closeAll, openAll, ownSockets, servicesByName, socketId, where, withNetns} from './namespace.js';
+import {anyPrefix, LAYOUT, prefixText, type Prefix} from './layout.js';
+import {checkClaims, checkHijack, closeAll, legacyClaims, openAll, ownSockets, servicesByName, socketId, where, withNetns} from './namespace.js';
 import {familiesOf, removeService, stopService} from './services.js';
 import {crashPoint} from './faults.js';
 import type {DispatcherState} from './state.js';
-import {Store} from './store.js';
+import {LayoutError, Store} from './store.js';
 import type {CommonOptions} from './attach.js';
 
 export interface DetachResult {
@@ -28,8 +28,9 @@ export function detach(target: {name: string} | {all: true}, opts: CommonOptions
       try {
         pinned = store.openPinned();
       } catch (error) {
-        // damaged state, or state of another layout: `--all` removes whatever is left
-        if ('all' in target) {
+        // damaged state, or an older skl's: `--all` removes whatever is left (a newer skl's state is
+        // never touched)
+        if ('all' in target && !(error instanceof LayoutError && error.layout > LAYOUT)) {
           store.destroyPinned();
           return {detached: [], dispatcherRemoved: true, notices: [...store.notices, `removed ${(error as Error).message.includes('layout') || (error as Error).message.includes('created by') ? 'the state of another skl version' : 'damaged state'} in ${store.dir}`]};
         }
@@ -122,7 +123,7 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[] 
         }
         if (op === 'add') {
           const fresh = specs.filter((b) => !held.has(bindingId(b)));
-          checkClaims(all, entry, fresh);
+          checkClaims(all, entry, fresh, legacyClaims(store));
           checkHijack(ns, fresh, ownSockets(record.sockets.filter((s) => s).map((s) => socketId(s!))), opts.force ?? false);
           addBindings(d, record.id, fresh);
           return result(name, protos, fresh, bindingsOf(d, record.id));

@@ -51,8 +51,31 @@ function fixFor(owner: ServiceRef, proto: Proto, ports: string): string {
     : `remove ${ports === 'all' || ports.includes(',') || ports.includes('-') ? 'them' : 'it'} there first (skl ports remove ${owner.record.name} ${ports}${proto === 'udp' ? ' --proto udp' : ''})`;
 }
 
+/** What foreground skl 0.1.0 processes hold in the namespace (they are never migrated, but still own their ports). */
+export interface LegacyClaim {
+  name: string;
+  ownerPid: number;
+  bindings: Set<string>;
+}
+
+export function legacyClaims(store: Store): LegacyClaim[] {
+  const out: LegacyClaim[] = [];
+  for (const l of store.legacyForeground()) {
+    try {
+      for (const s of l.services()) out.push({name: s.meta.name, ownerPid: s.meta.ownerPid, bindings: new Set(s.bindings.map(bindingId))});
+    } finally {
+      l.close();
+    }
+  }
+  return out;
+}
+
 /** Refuse bindings another service already holds (the same protocol, prefix and port), naming the owner. */
-export function checkClaims(all: DispatcherState[], self: ServiceRef | undefined, specs: readonly BindingSpec[]): void {
+export function checkClaims(all: DispatcherState[], self: ServiceRef | undefined, specs: readonly BindingSpec[], legacy: readonly LegacyClaim[] = []): void {
+  for (const l of legacy) {
+    const hit = specs.find((b) => l.bindings.has(bindingId(b)));
+    if (hit) throw new SklError(`${bindingText(hit)} already belongs to ${l.name}, a foreground attachment of skl 0.1.0 process ${l.ownerPid}; stop that process first`);
+  }
   const taken: {spec: BindingSpec; owner: ServiceRef}[] = [];
   const names = new Map<DispatcherState, Map<number, ServiceRecord>>();
   for (const d of all) names.set(d, new Map(d.services().filter((s) => s.state === SVC_READY).map((s) => [s.id, s])));

@@ -2,13 +2,14 @@
 import {SklError} from '../sys/errors.js';
 import {processAlive} from '../sys/proc.js';
 import type {Proto} from '../sys/sockets.js';
-import {groupBindings, portsText, readBindings, type Binding} from './bindings.js';
+import {groupBindings, portsText, readBindings, type Binding, type BindingSpec} from './bindings.js';
 import {validateName} from './input.js';
-import {destKey, listenerText, prefixText, SVC_READY} from './layout.js';
+import {destKey, DESTS_PER_SERVICE, LAYOUT, listenerText, prefixText, SVC_READY, type ServiceMeta} from './layout.js';
+import {LegacyState} from './legacy.js';
 import {closeAll, openAll, where, withNetns} from './namespace.js';
 import {LayoutError, Store} from './store.js';
 import type {Netns} from '../sys/netns.js';
-import type {DispatcherState} from './state.js';
+import type {Counters, DispatcherState} from './state.js';
 import type {BindingStatus, CommonOptions} from './attach.js';
 
 export interface SocketStatus {
@@ -43,6 +44,8 @@ export interface ServiceStatus {
   ownerPid?: number;
   createdAt: string;
   netnsIno: number;
+  /** layout of the state holding it (0: written by skl 0.1.0, see skl upgrade) */
+  layout: number;
 }
 
 /** @deprecated the name of ServiceStatus before services replaced single-socket attachments */
@@ -53,8 +56,10 @@ export interface StatusReport {
   netnsIno: number;
   /** the namespace has a pinned dispatcher */
   dispatcher: boolean;
-  /** what is wrong with the pinned state (a pin removed behind skl's back, another layout, ...), when something is */
+  /** what is wrong with the pinned state (a pin removed behind skl's back, a newer layout, ...), when something is */
   damaged?: string;
+  /** the pinned state was written by an older skl: read fine, but changes need `skl upgrade` first (this says how) */
+  upgrade?: string;
   attachments: ServiceStatus[];
   notices: string[];
 }
@@ -70,20 +75,33 @@ export function status(opts: CommonOptions & {name?: string} = {}): Promise<Stat
 
 function statusLocked(ns: Netns, store: Store, name: string | undefined): StatusReport {
   let damaged: string | undefined;
+  let upgrade: string | undefined;
   let all: DispatcherState[];
+  let legacy: LegacyState[] = [];
   let pinnedElsewhere = false;
   try {
     all = openAll(store);
     damaged = all.find((d) => d.kind === 'pinned')?.damage;
   } catch (error) {
     if (!(error instanceof SklError)) throw error;
+    // a newer skl's state is never read (it would be misread)
+    if (error instanceof LayoutError && error.layout > LAYOUT) throw error;
     damaged = error.message;
     pinnedElsewhere = error instanceof LayoutError;
     all = store.foreground();
+    // skl 0.1.0's pinned state: read it (read-only commands read every layout skl shipped)
+    if (error instanceof LayoutError && error.layout === 0) {
+      const old = store.openLegacyPinned();
+      if (old) legacy.push(old);
+      upgrade = damaged;
+      damaged = undefined;
+    }
   }
   try {
+    legacy = [...legacy, ...store.legacyForeground()];
     const attachments: ServiceStatus[] = [];
-    for (const d of all) attachments.push(...servicesOf(d, ns, name));
+    for (const d of all) for (const x of servicesOf(d, ns, name)) attachments.push(x);
+    for (const l of legacy) for (const x of legacyServicesOf(l, ns, name)) attachments.push(x);
     if (name !== undefined && attachments.length === 0) throw new SklError(`no service named ${name} in ${where(ns)}`);
     attachments.sort((a, b) => a.name.localeCompare(b.name));
     return {
@@ -91,12 +109,53 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
       netnsIno: ns.ino,
       dispatcher: pinnedElsewhere || all.some((d) => d.kind === 'pinned'),
       ...(damaged ? {damaged} : {}),
+      ...(upgrade ? {upgrade} : {}),
       attachments,
       notices: [...store.notices],
     };
   } finally {
     closeAll(all);
+    for (const l of legacy) l.close();
   }
+}
+
+interface ServiceView {
+  meta: ServiceMeta;
+  bindings: readonly BindingSpec[];
+  counters: Counters;
+  /** whether the SOCKMAP still holds the socket of destination i */
+  alive: (dest: number) => boolean;
+  kind: 'pinned' | 'foreground';
+  layout: number;
+}
+
+function serviceStatus(v: ServiceView, ns: Netns): ServiceStatus {
+  const s = v.meta;
+  const sockets: SocketStatus[] = [];
+  s.sockets.forEach((m, i) => {
+    if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: m.pid, alive: v.alive(i)});
+  });
+  const ports = [...new Set(v.bindings.map((b) => b.port))].sort((a, b) => a - b);
+  return {
+    name: s.name,
+    pid: s.pid,
+    command: s.comm,
+    protocols: (['tcp', 'udp'] as const).filter((p) => sockets.some((x) => x.protocol === p)),
+    listeners: [...new Set(sockets.map((x) => x.listener))],
+    sockets,
+    bindings: groupBindings(v.bindings).map((g) => ({protocol: g.proto, prefix: prefixText(g.prefix), ports: portsText(g.ports)})),
+    ports: ports.filter((p) => p !== 0),
+    portsText: portsText(ports),
+    alive: sockets.length > 0 && sockets.every((x) => x.alive),
+    processAlive: processAlive(s.pid),
+    redirected: v.counters.redirected,
+    missed: v.counters.missed,
+    mode: v.kind === 'pinned' ? 'persistent' : 'foreground',
+    ...(v.kind === 'foreground' ? {ownerPid: s.ownerPid} : {}),
+    createdAt: new Date(Number(s.createdNs / 1_000_000n)).toISOString(),
+    netnsIno: ns.ino,
+    layout: v.layout,
+  };
 }
 
 function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): ServiceStatus[] {
@@ -108,32 +167,15 @@ function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): Se
     if (l) l.push(b);
     else bindings.set(b.service, [b]);
   }
-  return records.map((s) => {
-    const mine = bindings.get(s.id) ?? [];
-    const sockets: SocketStatus[] = [];
-    s.sockets.forEach((m, i) => {
-      if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: m.pid, alive: d.socketAlive(s.id * 4 + i)});
-    });
-    const ports = [...new Set(mine.map((b) => b.port))].sort((a, b) => a - b);
-    const c = d.counters(s.id);
-    return {
-      name: s.name,
-      pid: s.pid,
-      command: s.comm,
-      protocols: (['tcp', 'udp'] as const).filter((p) => sockets.some((x) => x.protocol === p)),
-      listeners: [...new Set(sockets.map((x) => x.listener))],
-      sockets,
-      bindings: groupBindings(mine).map((g) => ({protocol: g.proto, prefix: prefixText(g.prefix), ports: portsText(g.ports)})),
-      ports: ports.filter((p) => p !== 0),
-      portsText: portsText(ports),
-      alive: sockets.length > 0 && sockets.every((x) => x.alive),
-      processAlive: processAlive(s.pid),
-      redirected: c.redirected,
-      missed: c.missed,
-      mode: d.kind === 'pinned' ? 'persistent' : 'foreground',
-      ...(d.kind === 'foreground' ? {ownerPid: s.ownerPid} : {}),
-      createdAt: new Date(Number(s.createdNs / 1_000_000n)).toISOString(),
-      netnsIno: ns.ino,
-    };
-  });
+  const layout = d.info().layout;
+  return records.map((s) =>
+    serviceStatus({meta: s, bindings: bindings.get(s.id) ?? [], counters: d.counters(s.id), alive: (i) => d.socketAlive(s.id * DESTS_PER_SERVICE + i), kind: d.kind, layout}, ns),
+  );
+}
+
+function legacyServicesOf(l: LegacyState, ns: Netns, name: string | undefined): ServiceStatus[] {
+  return l
+    .services()
+    .filter((s) => name === undefined || s.meta.name === name)
+    .map((s) => serviceStatus({meta: s.meta, bindings: s.bindings, counters: {redirected: s.redirected, missed: s.missed}, alive: () => s.alive, kind: l.kind, layout: 0}, ns));
 }

@@ -16,7 +16,8 @@ import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from './state.js';
-import {LAYOUT, SVC_F_REMOVING, SVC_PENDING} from './layout.js';
+import {decodeInfo, LAYOUT, SVC_F_REMOVING, SVC_PENDING} from './layout.js';
+import {isLegacyDir, LEGACY_MAP_NAMES, LegacyState} from './legacy.js';
 import {removeService} from './services.js';
 import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
@@ -72,6 +73,11 @@ export class Store {
     }
   }
 
+  /** bpffs mount point */
+  get bpffsRoot(): string {
+    return this.bpffs;
+  }
+
   get dir(): string {
     return `${this.root}/${this.netns.ino}`;
   }
@@ -93,11 +99,8 @@ export class Store {
    */
   openPinned(): DispatcherState | undefined {
     if (!existsSync(this.dir)) return undefined;
-    if (!existsSync(`${this.dir}/skl_info`) && existsSync(`${this.dir}/target_meta`)) {
-      throw new LayoutError(
-        0,
-        `skl's state in ${this.dir} was created by skl 0.1.0, whose layout this skl (${SKL_VERSION}) cannot change; remove it with: skl detach --all${this.netnsFlag()} (its attachments stop), then attach again`,
-      );
+    if (isLegacyDir(this.dir)) {
+      throw new LayoutError(0, `skl's state in ${this.dir} was created by skl 0.1.0 (layout 0); run: skl upgrade${this.netnsFlag()}`);
     }
     const missing = MAP_NAMES.filter((n) => !existsSync(`${this.dir}/${n}`));
     if (missing.length) {
@@ -130,12 +133,36 @@ export class Store {
     if (info.layout !== LAYOUT) {
       st.close();
       const who = info.layout > LAYOUT ? `a newer skl (${info.version || 'unknown version'})` : `skl ${info.version || 'unknown version'}`;
-      throw new LayoutError(info.layout, `skl's state in ${this.dir} was created by ${who} with layout ${info.layout}; this skl (${SKL_VERSION}) knows layout ${LAYOUT}: use that skl, or upgrade this one`);
+      throw new LayoutError(
+        info.layout,
+        info.layout > LAYOUT
+          ? `skl's state in ${this.dir} was created by ${who} with layout ${info.layout}; this skl (${SKL_VERSION}) knows layout ${LAYOUT} and never misreads newer state: use that skl, or upgrade this one`
+          : `skl's state in ${this.dir} was created by ${who} (layout ${info.layout}); run: skl upgrade${this.netnsFlag()}`,
+      );
     }
     return st;
   }
 
-  private netnsFlag(): string {
+  /** The pinned dispatcher's layout: undefined when there is none (LAYOUT for a damaged current one). */
+  pinnedLayout(): {layout: number; version: string} | undefined {
+    if (!existsSync(this.dir)) return undefined;
+    if (isLegacyDir(this.dir)) return {layout: 0, version: '0.1.0'};
+    if (!existsSync(`${this.dir}/skl_info`)) return {layout: LAYOUT, version: ''};
+    const m = BpfMap.openPinned(`${this.dir}/skl_info`);
+    try {
+      const v = m.lookup(Buffer.alloc(4));
+      return v ? decodeInfo(v) : {layout: LAYOUT, version: ''};
+    } finally {
+      m.close();
+    }
+  }
+
+  /** skl 0.1.0's pinned state of the namespace (read only), when that is what is pinned. */
+  openLegacyPinned(): LegacyState | undefined {
+    return existsSync(this.dir) && isLegacyDir(this.dir) ? LegacyState.openPinned(this.dir) : undefined;
+  }
+
+  netnsFlag(): string {
     return this.netns.path === '/proc/self/ns/net' ? '' : ` --netns ${this.netns.path}`;
   }
 
@@ -194,10 +221,19 @@ export class Store {
   private repairNamespace(): void {
     const own = String(this.netns.ino);
     for (const entry of readdirSync(this.root)) {
-      const m = /^(\d+)(?:-(new|old)-(\d+))?$/.exec(entry);
+      const m = /^(\d+)(?:-(new|old|up)-(\d+))?$/.exec(entry);
       if (!m) continue;
       const path = `${this.root}/${entry}`;
-      if (m[1] === own && m[2] !== undefined) {
+      if (m[1] === own && m[2] === 'up') {
+        // an interrupted upgrade: past the program swap, finish it; before, roll it back
+        if (upgradeSwapped(this.dir, path)) {
+          finishUpgrade(this.dir, path);
+          this.notices.push(`finished an upgrade an interrupted skl had started (pid ${m[3]})`);
+        } else {
+          removePins(path);
+          this.notices.push(`rolled back an upgrade an interrupted skl had started (pid ${m[3]}); run skl upgrade${this.netnsFlag()} again`);
+        }
+      } else if (m[1] === own && m[2] !== undefined) {
         // dispatchers are only created and removed under the lock: any scratch directory is left over
         removePins(path);
         this.notices.push(
@@ -248,6 +284,53 @@ export class Store {
       return true;
     });
   }
+
+  /** Foreground dispatchers of skl 0.1.0 processes still running in this namespace (never migrated). */
+  legacyForeground(): LegacyState[] {
+    return findDispatchers(this.netns.ino, true).filter((d) => {
+      if (isPinnedLink(this.dir, d.linkId)) {
+        d.close();
+        return false;
+      }
+      return true;
+    });
+  }
+}
+
+/**
+ * Whether an upgrade's new program already runs behind the namespace's link: its link pin moved
+ * into the upgrade directory, or the link's program is the one pinned there.
+ */
+function upgradeSwapped(dir: string, scratch: string): boolean {
+  if (existsSync(`${scratch}/link`)) return true;
+  if (!existsSync(`${scratch}/prog`) || !existsSync(`${dir}/link`)) return false;
+  const pfd = libbpf.bpf_obj_get(`${scratch}/prog`);
+  if (pfd < 0) return false;
+  let link: Link | undefined;
+  try {
+    link = Link.openPinned(`${dir}/link`);
+    return link.info().progId === progInfoByFd(pfd).id;
+  } catch {
+    return false;
+  } finally {
+    link?.close();
+    closeFd(pfd);
+  }
+}
+
+/**
+ * An upgrade after its program swap: move the link pin into the new directory, drop the program
+ * pin, then swap the directories. Every step is idempotent, so Store.repair can finish it too.
+ */
+export function finishUpgrade(dir: string, scratch: string): void {
+  if (!existsSync(`${scratch}/link`)) renameSync(`${dir}/link`, `${scratch}/link`);
+  crashPoint('upgrade:link-moved');
+  if (existsSync(`${scratch}/prog`)) unlinkSync(`${scratch}/prog`);
+  const oldDir = `${dir}-old-${scratch.slice(scratch.lastIndexOf('-up-') + 4)}`;
+  if (existsSync(dir)) renameSync(dir, oldDir);
+  crashPoint('upgrade:old-renamed');
+  renameSync(scratch, dir);
+  removePins(oldDir);
 }
 
 /** The directory has a link pin whose link is no longer attached to any namespace. */
@@ -279,9 +362,15 @@ function isPinnedLink(dir: string, id: number): boolean {
   }
 }
 
-/** Every skl sk_dispatch program attached to a namespace, found from the kernel's link list. */
-export function findDispatchers(netnsIno: number): DispatcherState[] {
-  const out: DispatcherState[] = [];
+/**
+ * Every skl sk_dispatch program attached to a namespace, found from the kernel's link list: of
+ * this layout, or (legacy) skl 0.1.0's.
+ */
+export function findDispatchers(netnsIno: number): DispatcherState[];
+export function findDispatchers(netnsIno: number, legacy: true): LegacyState[];
+export function findDispatchers(netnsIno: number, legacy = false): (DispatcherState | LegacyState)[] {
+  const names: readonly string[] = legacy ? LEGACY_MAP_NAMES : MAP_NAMES;
+  const out: (DispatcherState | LegacyState)[] = [];
   for (const id of linkIds()) {
     const lfd = libbpf.bpf_link_get_fd_by_id(id);
     if (lfd < 0) continue;
@@ -292,19 +381,20 @@ export function findDispatchers(netnsIno: number): DispatcherState[] {
       if (pfd < 0) continue;
       try {
         if (progInfoByFd(pfd).name !== PROGRAM_NAME) continue;
-        const maps = {} as Record<MapName, BpfMap>;
+        const maps: Record<string, BpfMap> = {};
         for (const mid of progMapIds(pfd)) {
           const mfd = libbpf.bpf_map_get_fd_by_id(mid);
           if (mfd < 0) continue;
-          const name = mapInfoByFd(mfd).name as MapName;
-          if ((MAP_NAMES as readonly string[]).includes(name) && !maps[name]) maps[name] = BpfMap.fromFd(mfd);
+          const name = mapInfoByFd(mfd).name;
+          if (names.includes(name) && !maps[name]) maps[name] = BpfMap.fromFd(mfd);
           else closeFd(mfd);
         }
-        if (MAP_NAMES.some((n) => !maps[n])) {
+        if (names.some((n) => !maps[n])) {
           for (const m of Object.values(maps)) m.close();
           continue;
         }
-        out.push(new DispatcherState('foreground', maps, info.id));
+        if (legacy) out.push(new LegacyState('foreground', maps as Record<(typeof LEGACY_MAP_NAMES)[number], BpfMap>, info.id));
+        else out.push(new DispatcherState('foreground', maps as Record<MapName, BpfMap>, info.id));
       } finally {
         closeFd(pfd);
       }
@@ -325,7 +415,7 @@ function removeIfEmpty(dir: string): void {
   }
 }
 
-function removePins(dir: string): void {
+export function removePins(dir: string): void {
   if (!existsSync(dir)) return;
   // the link first: unpinning it detaches the program at once
   if (existsSync(`${dir}/link`)) unlinkSync(`${dir}/link`);

@@ -157,6 +157,8 @@ export const bpf_link_create = fn<[number, number, number, Buffer], number>(
   'int bpf_link_create(int prog_fd, int target_fd, int attach_type, const uint8_t *opts)',
 );
 export const bpf_link_detach = fn<[number], number>('int bpf_link_detach(int link_fd)');
+/** Swap the program behind a link atomically (opts NULL: no expected old program). */
+export const bpf_link_update = fn<[number, number, null], number>('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)');
 export const libbpf_probe_bpf_prog_type = fn<[number, null], number>('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)');
 
 /** struct bpf_test_run_opts, libbpf 1.1.2 layout (80 bytes). */

@@ -45,7 +45,8 @@ export function lock(path: string, timeoutMs = LOCK_TIMEOUT_MS): number {
     throw new SklError(`the lock file ${path} is not a regular file; remove it`);
   }
   const deadline = Date.now() + timeoutMs;
-  for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+  // poll often: a waiter that sleeps long loses the lock to ones that poll more often
+  for (let wait = 1; ; wait = Math.min(wait * 2, 10)) {
     if (libc.flock(fd, LOCK_EX | LOCK_NB) === 0) return fd;
     const e = libc.errno();
     if (e !== EWOULDBLOCK) {

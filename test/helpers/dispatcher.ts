@@ -71,11 +71,13 @@ export interface RunOptions {
   /** `sh -c SCRIPT`: skl is `"$@"` in the script (e.g. 'umask 000; exec "$@"') */
   shell?: string;
   timeoutMs?: number;
+  /** another skl's entry point (bin/run.js), e.g. an older release's */
+  bin?: string;
 }
 
 /** Run `skl ARGS [--netns PATH]` to completion; never hangs (SIGKILL after the timeout). */
 export function runSkl(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const full = [SKL_BIN, ...args, ...(opts.netns === undefined ? [] : ['--netns', opts.netns])];
+  const full = [opts.bin ?? SKL_BIN, ...args, ...(opts.netns === undefined ? [] : ['--netns', opts.netns])];
   let cmd = process.execPath;
   let argv = full;
   if (opts.shell !== undefined) {

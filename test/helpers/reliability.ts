@@ -194,7 +194,7 @@ export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: nu
 export function pinEntriesOf(ino: number): string[] {
   if (!existsSync(SKL_PIN_ROOT)) return [];
   return readdirSync(SKL_PIN_ROOT)
-    .filter(e => e === String(ino) || e.startsWith(`${ino}-new-`) || e.startsWith(`${ino}-old-`))
+    .filter(e => e === String(ino) || /^\d+-(new|old|up)-\d+$/.test(e) && e.startsWith(`${ino}-`))
     .sort();
 }
 

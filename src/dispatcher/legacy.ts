@@ -1,0 +1,151 @@
+/**
+ * Layout 0: the pinned state skl 0.1.0 wrote (no skl_info map). Read only: its attachments as
+ * services and bindings of today's model, for `skl status`/`metrics` and for `skl upgrade`.
+ *
+ * skl 0.1.0's maps: add_ports (ARRAY of (protocol, port) → (flags << 16) | (slot + 1); flags
+ * V4 1<<16, V6 1<<17, FILTER 1<<18), target_socket (SOCKMAP by slot), counters (per-CPU
+ * {redirected, missed, filtered}), allowed_addrs (LPM trie {prefixlen = 32 + over-128-bit length,
+ * slot, v4-mapped address} → 1), target_meta (ARRAY of 152-byte records, below).
+ */
+import {existsSync} from 'node:fs';
+import {BpfMap, u32Key} from '../bpf/map.js';
+import type {Family, Proto} from '../sys/sockets.js';
+import {anyPrefix, destKey, DESTS_PER_SERVICE, SVC_READY, type Prefix, type ServiceMeta, type SocketMeta} from './layout.js';
+import type {BindingSpec} from './bindings.js';
+
+export const LEGACY_MAP_NAMES = ['add_ports', 'target_socket', 'counters', 'allowed_addrs', 'target_meta'] as const;
+export type LegacyMapName = (typeof LEGACY_MAP_NAMES)[number];
+
+const MAX_SLOTS = 256;
+const META_SIZE = 152;
+const F_V4 = 1 << 16;
+const F_V6 = 1 << 17;
+const F_FILTER = 1 << 18;
+const SLOT_READY = 1;
+
+/** Whether a pinned directory holds skl 0.1.0's layout. */
+export const isLegacyDir = (dir: string): boolean => !existsSync(`${dir}/skl_info`) && existsSync(`${dir}/target_meta`);
+
+export interface LegacyService {
+  /** the 0.1.0 slot */
+  slot: number;
+  /** the service it is in today's model (state READY) */
+  meta: ServiceMeta;
+  bindings: BindingSpec[];
+  redirected: number;
+  missed: number;
+  /** the slot's socket is still in the SOCKMAP */
+  alive: boolean;
+}
+
+function cstr(b: Buffer, at: number, size: number): string {
+  const part = b.subarray(at, at + size);
+  const end = part.indexOf(0);
+  return part.subarray(0, end < 0 ? size : end).toString('utf8');
+}
+
+/** A 0.1.0 filter prefix (over the v4-mapped 128-bit space) as a prefix of its family. */
+function legacyPrefix(addr: Uint8Array, len128: number): Prefix {
+  const mapped = addr.subarray(0, 10).every((b) => b === 0) && addr[10] === 0xff && addr[11] === 0xff && len128 >= 96;
+  return mapped ? {family: 4, addr: new Uint8Array(addr), len: len128 - 96} : {family: 6, addr: new Uint8Array(addr), len: len128};
+}
+
+export class LegacyState {
+  constructor(
+    readonly kind: 'pinned' | 'foreground',
+    readonly maps: Record<LegacyMapName, BpfMap>,
+    /** id of its sk_lookup link (foreground ones) */
+    readonly linkId = 0,
+  ) {}
+
+  static openPinned(dir: string): LegacyState {
+    const maps = {} as Record<LegacyMapName, BpfMap>;
+    try {
+      for (const n of LEGACY_MAP_NAMES) maps[n] = BpfMap.openPinned(`${dir}/${n}`);
+    } catch (error) {
+      for (const m of Object.values(maps)) m.close();
+      throw error;
+    }
+    return new LegacyState('pinned', maps);
+  }
+
+  close(): void {
+    for (const m of Object.values(this.maps)) m.close();
+  }
+
+  /** Every complete attachment, as a service of today's model with its bindings. */
+  services(): LegacyService[] {
+    const slots = new Map<number, Buffer>();
+    for (let slot = 0; slot < MAX_SLOTS; slot++) {
+      const v = this.maps.target_meta.lookup(u32Key(slot));
+      if (v && v.readUInt32LE(0) === SLOT_READY) slots.set(slot, Buffer.from(v.subarray(0, META_SIZE)));
+    }
+    if (slots.size === 0) return [];
+    const ports = new Map<number, {index: number; flags: number}[]>();
+    this.maps.add_ports.lookupAll((keys, values, count) => {
+      for (let i = 0; i < count; i++) {
+        const v = values.readUInt32LE(i * 4);
+        if (v === 0) continue;
+        const slot = (v & 0xffff) - 1;
+        const l = ports.get(slot) ?? [];
+        l.push({index: keys.readUInt32LE(i * 4), flags: v & ~0xffff});
+        ports.set(slot, l);
+      }
+    });
+    const filters = new Map<number, Prefix[]>();
+    for (const key of this.maps.allowed_addrs.keys()) {
+      const slot = key.readUInt32LE(4);
+      filters.set(slot, [...(filters.get(slot) ?? []), legacyPrefix(new Uint8Array(key.subarray(8, 24)), key.readUInt32LE(0) - 32)]);
+    }
+    const out: LegacyService[] = [];
+    for (const [slot, m] of slots) {
+      const proto: Proto = m.readUInt32LE(8) === 1 ? 'udp' : 'tcp';
+      const family: Family = m.readUInt32LE(12) === 10 ? 6 : 4;
+      const v6only = m.readUInt32LE(16) === 1;
+      const socket: SocketMeta = {
+        proto,
+        family,
+        v6only,
+        pid: m.readUInt32LE(4),
+        listenPort: m.readUInt32LE(20),
+        listenAddr: new Uint8Array(m.subarray(24, 40)),
+        sockIno: Number(m.readBigUInt64LE(40)),
+      };
+      // which traffic families the socket takes, as 0.1.0 steered them
+      const families: Family[] = [...(family === 4 || !v6only ? [4 as const] : []), ...(family === 6 ? [6 as const] : [])];
+      const sockets: (SocketMeta | undefined)[] = new Array(DESTS_PER_SERVICE).fill(undefined);
+      for (let d = 0; d < DESTS_PER_SERVICE; d++) {
+        const k = destKey(d);
+        if (k.proto === proto && families.includes(k.family)) sockets[d] = socket;
+      }
+      const meta: ServiceMeta = {
+        state: SVC_READY,
+        pid: m.readUInt32LE(4),
+        createdNs: m.readBigUInt64LE(48),
+        netnsIno: Number(m.readBigUInt64LE(56)),
+        ownerPid: m.readUInt32LE(64),
+        flags: 0,
+        comm: cstr(m, 72, 16),
+        name: cstr(m, 88, 64),
+        sockets,
+      };
+      const bindings: BindingSpec[] = [];
+      for (const {index, flags} of ports.get(slot) ?? []) {
+        const port = index & 0xffff;
+        const fams = ([4, 6] as const).filter((f) => flags & (f === 4 ? F_V4 : F_V6));
+        const prefixes = flags & F_FILTER ? (filters.get(slot) ?? []).filter((p) => fams.includes(p.family)) : fams.map(anyPrefix);
+        for (const prefix of prefixes) bindings.push({proto, prefix, port});
+      }
+      const sums = this.maps.counters.sumPerCpuU64(u32Key(slot)) ?? [];
+      out.push({
+        slot,
+        meta,
+        bindings,
+        redirected: Number(sums[0] ?? 0n),
+        missed: Number(sums[1] ?? 0n),
+        alive: this.maps.target_socket.lookup(u32Key(slot)) !== undefined,
+      });
+    }
+    return out;
+  }
+}

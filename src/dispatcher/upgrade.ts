@@ -1,0 +1,208 @@
+/**
+ * `skl upgrade`: move a namespace's pinned dispatcher to this skl's layout. The new state is built
+ * beside the old one (`<ino>-up-<pid>`), the new program replaces the old one behind the same
+ * pinned link (bpf_link_update: at no moment is nothing attached), then the directories swap.
+ * Sockets are taken again from their processes (pid + socket inode are in the old metadata): a
+ * SOCKMAP cannot be read back. A service whose process is gone keeps its bindings and shows dead.
+ * Interrupted at any step, the next skl finishes or rolls back (Store.repair).
+ */
+import {closeSync, existsSync, readdirSync, statSync} from 'node:fs';
+import {BpfObject} from '../bpf/object.js';
+import {Link} from '../bpf/link.js';
+import {mkdirBpffs} from '../sys/bpffs.js';
+import {duplicateFd} from '../sys/pidfd.js';
+import {SklError} from '../sys/errors.js';
+import {Netns} from '../sys/netns.js';
+import {socketInodesOf} from '../sys/sockets.js';
+import {addBindings} from './bindings.js';
+import {crashPoint} from './faults.js';
+import {DESTS_PER_SERVICE, LAYOUT} from './layout.js';
+import {LegacyState, type LegacyService} from './legacy.js';
+import {DEFAULT_NETNS, withNetns} from './namespace.js';
+import {DispatcherState, dispatcherObjectBytes, MAP_NAMES} from './state.js';
+import {finishUpgrade, mapsOf, PROGRAM_NAME, removePins, Store, type StoreOptions} from './store.js';
+import {SKL_VERSION} from '../version.js';
+
+export interface UpgradeOptions extends StoreOptions {
+  netns?: string;
+  /** every namespace that has skl state under the bpffs root */
+  all?: boolean;
+  dryRun?: boolean;
+}
+
+export interface UpgradedService {
+  name: string;
+  pid: number;
+  /** its sockets were taken again from the process */
+  alive: boolean;
+  bindings: number;
+}
+
+export interface NamespaceUpgrade {
+  netns: string;
+  netnsIno: number;
+  /** what was (or, with dryRun, would be) done */
+  result: 'upgraded' | 'would upgrade' | 'already current' | 'nothing to upgrade';
+  fromLayout?: number;
+  fromVersion?: string;
+  toLayout: number;
+  services: UpgradedService[];
+  /** bpf_link id (unchanged) and program ids before and after */
+  linkId?: number;
+  oldProgId?: number;
+  newProgId?: number;
+  notices: string[];
+}
+
+export interface UpgradeReport {
+  namespaces: NamespaceUpgrade[];
+}
+
+/** Upgrade one namespace (--netns or this one), or every namespace with skl state (--all). */
+export async function upgrade(opts: UpgradeOptions = {}): Promise<UpgradeReport> {
+  if (opts.all && opts.netns) throw new SklError('give --all or --netns, not both');
+  if (!opts.all) return {namespaces: [await withNetns(opts.netns, (ns) => upgradeNamespace(ns, opts))]};
+  const namespaces: NamespaceUpgrade[] = [];
+  for (const path of namespacesWithState(opts.bpffs ?? '/sys/fs/bpf')) {
+    const ns = Netns.open(path);
+    try {
+      namespaces.push(await upgradeNamespace(ns, opts));
+    } finally {
+      ns.close();
+    }
+  }
+  return {namespaces};
+}
+
+/**
+ * A path for every namespace with a dispatcher directory (`<bpffs>/skl/<ino>`): found among
+ * /run/netns/* and /proc/PID/ns/net (any process in it), the caller's own first.
+ */
+function namespacesWithState(bpffs: string): string[] {
+  const root = `${bpffs}/skl`;
+  if (!existsSync(root)) return [];
+  const wanted = new Set(readdirSync(root).filter((e) => /^\d+$/.test(e)).map(Number));
+  const found = new Map<number, string>();
+  const consider = (path: string): void => {
+    try {
+      const ino = statSync(path).ino;
+      if (wanted.has(ino) && !found.has(ino)) found.set(ino, path);
+    } catch {
+      // gone meanwhile, or not ours to see
+    }
+  };
+  consider(DEFAULT_NETNS);
+  for (const dir of ['/run/netns', '/var/run/netns']) {
+    try {
+      for (const n of readdirSync(dir)) consider(`${dir}/${n}`);
+    } catch {
+      // none
+    }
+  }
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    if (found.size === wanted.size) break;
+    consider(`/proc/${pid}/ns/net`);
+  }
+  return [...found.values()];
+}
+
+function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpgrade> {
+  const store = new Store(ns, opts);
+  return store.locked(() => {
+    const base = {netns: ns.path, netnsIno: ns.ino, toLayout: LAYOUT, services: [] as UpgradedService[]};
+    const notes = (): string[] => {
+      const out = [...store.notices];
+      const fg = store.legacyForeground();
+      for (const l of fg) {
+        for (const s of l.services()) out.push(`${s.meta.name} is a foreground attachment of skl 0.1.0 process ${s.meta.ownerPid}: left alone (it lives as long as that process)`);
+        l.close();
+      }
+      return out;
+    };
+    const layout = store.pinnedLayout();
+    if (!layout) return {...base, result: 'nothing to upgrade', notices: notes()};
+    if (layout.layout > LAYOUT) {
+      throw new SklError(`skl's state in ${store.dir} was created by a newer skl (${layout.version || 'unknown version'}, layout ${layout.layout}); this skl (${SKL_VERSION}) cannot downgrade it`);
+    }
+    if (layout.layout === LAYOUT) return {...base, result: 'already current', fromLayout: layout.layout, fromVersion: layout.version, notices: notes()};
+    const old = store.openLegacyPinned();
+    if (!old) throw new SklError(`skl's state in ${store.dir} has layout ${layout.layout}, which this skl cannot read`);
+    try {
+      const services = old.services();
+      const link = Link.openPinned(`${store.dir}/link`);
+      try {
+        const before = link.info();
+        const planned = services.map((s) => ({name: s.meta.name, pid: s.meta.pid, alive: s.alive, bindings: s.bindings.length}));
+        if (opts.dryRun) {
+          return {...base, result: 'would upgrade', fromLayout: 0, fromVersion: layout.version, services: planned, linkId: before.id, oldProgId: before.progId, notices: notes()};
+        }
+        const done = migrate(store, old, services, link);
+        return {
+          ...base,
+          result: 'upgraded',
+          fromLayout: 0,
+          fromVersion: layout.version,
+          services: done,
+          linkId: before.id,
+          oldProgId: before.progId,
+          newProgId: link.info().progId,
+          notices: [...notes(), 'counters restart from 0 in the new layout'],
+        };
+      } finally {
+        link.close();
+      }
+    } finally {
+      old.close();
+    }
+  });
+}
+
+/** Build the new state beside the old, swap the program behind the link, then swap the directories. */
+function migrate(store: Store, old: LegacyState, services: LegacyService[], link: Link): UpgradedService[] {
+  const scratch = `${store.dir}-up-${process.pid}`;
+  mkdirBpffs(store.bpffsRoot, 'skl', `${store.netns.ino}-up-${process.pid}`);
+  const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+  const out: UpgradedService[] = [];
+  try {
+    const d = new DispatcherState('pinned', mapsOf(obj), 0);
+    d.writeInfo(LAYOUT, SKL_VERSION);
+    for (const s of services) {
+      // service id = its 0.1.0 slot (< 256 < 1024): nothing to renumber
+      d.resetCounters(s.slot);
+      const fd = retake(s);
+      try {
+        if (fd !== undefined) s.meta.sockets.forEach((m, i) => m && d.setSocket(s.slot * DESTS_PER_SERVICE + i, fd));
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+      }
+      d.writeService(s.slot, s.meta);
+      addBindings(d, s.slot, s.bindings);
+      out.push({name: s.meta.name, pid: s.meta.pid, alive: fd !== undefined, bindings: s.bindings.length});
+    }
+    for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
+    obj.program(PROGRAM_NAME).pin(`${scratch}/prog`);
+    crashPoint('upgrade:built');
+    // the new program behind the same link, atomically
+    link.update(obj.program(PROGRAM_NAME).fd, `${PROGRAM_NAME} (layout ${LAYOUT})`);
+    crashPoint('upgrade:swapped');
+  } catch (error) {
+    obj.close();
+    removePins(scratch);
+    throw error;
+  }
+  obj.close();
+  finishUpgrade(store.dir, scratch);
+  return out;
+}
+
+/** Take the 0.1.0 slot's socket again from its process: the fd holding that socket inode, or undefined. */
+function retake(s: LegacyService): number | undefined {
+  const m = s.meta.sockets.find((x) => x !== undefined);
+  if (!m) return undefined;
+  try {
+    const fd = socketInodesOf(m.pid).get(m.sockIno);
+    return fd === undefined ? undefined : duplicateFd(m.pid, fd);
+  } catch {
+    return undefined; // the process is gone: the service keeps its bindings and shows dead
+  }
+}
