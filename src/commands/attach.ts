@@ -5,6 +5,7 @@ import {dim, note, ok} from '../cli/render.js';
 import {attach, attachForeground, type AttachOptions, type AttachResult} from '../dispatcher/api.js';
 import {parseAddress, parseListener, parsePid, parsePortSpec, parseProtos} from '../dispatcher/input.js';
 import {UsageError} from '../sys/errors.js';
+import {waitForSignal} from '../cli/signals.js';
 
 export default class Attach extends SklCommand {
   static override summary = 'Give a running service extra ports (steered to its own listening sockets)';
@@ -77,16 +78,3 @@ export default class Attach extends SklCommand {
     );
   }
 }
-
-function waitForSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    const keepAlive = setInterval(() => {}, 1 << 30);
-    const on = (sig: NodeJS.Signals) => {
-      clearInterval(keepAlive);
-      for (const s of SIGNALS) process.removeListener(s, on);
-      resolve(sig);
-    };
-    for (const s of SIGNALS) process.on(s, on);
-  });
-}
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

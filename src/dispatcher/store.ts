@@ -49,6 +49,9 @@ export function mapsOf(obj: BpfObject): Record<MapName, BpfMap> {
   return maps;
 }
 
+/** The lock file guarding writes (StoreOptions.lockFile, else $SKL_LOCK_FILE, else /run/skl.lock). */
+export const lockPathOf = (opts: StoreOptions = {}): string => opts.lockFile ?? process.env.SKL_LOCK_FILE ?? '/run/skl.lock';
+
 export class Store {
   readonly root: string;
   readonly notices: string[] = [];
@@ -60,7 +63,7 @@ export class Store {
     opts: StoreOptions = {},
   ) {
     this.bpffs = opts.bpffs ?? '/sys/fs/bpf';
-    this.lockFile = opts.lockFile ?? process.env.SKL_LOCK_FILE ?? '/run/skl.lock';
+    this.lockFile = lockPathOf(opts);
     const st = ensureBpffs(this.bpffs);
     if (st.mountedNow) this.notices.push(`mounted a BPF filesystem at ${this.bpffs}`);
     this.root = `${this.bpffs}/skl`;
@@ -80,6 +83,11 @@ export class Store {
 
   get dir(): string {
     return `${this.root}/${this.netns.ino}`;
+  }
+
+  /** Repair half-made state now (the caller holds the lock: see lockPathOf). */
+  repairNow(): void {
+    this.repair();
   }
 
   /** Run `fn` holding skl's lock; repairs half-made state first. */

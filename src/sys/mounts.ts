@@ -49,3 +49,16 @@ export function ipNetnsExecName(mountinfo?: string, netnsDirs: readonly string[]
   if (['sysfs', 'sys', 'none', ''].includes(sys.source) || sys.source.includes('/')) return undefined;
   return netnsDirs.some((d) => existsSync(`${d}/${sys.source}`)) ? sys.source : undefined;
 }
+
+/** Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems), or undefined. */
+export function cgroup2Mount(mountinfo?: string): string | undefined {
+  let text = mountinfo;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/mountinfo', 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  return parseMountinfo(text).filter((m) => m.fsType === 'cgroup2').at(-1)?.mountPoint;
+}

@@ -4,7 +4,7 @@
 //   node dist/test/helpers/load-client.js --host H --ports P1,P2,... --rate PER_SEC [--timeout MS]
 //
 // Connection i starts at start + i/rate (whatever happened to earlier ones: a stall makes it catch
-// up in a burst instead of lowering the rate), goes to ports[i % ports.length], reads the server's
+// up in a burst instead of lowering the rate; at most 2,000 are open at once), goes to ports[i % ports.length], reads the server's
 // JSON reply ({pid, ...}) up to its FIN, then closes (the client closes second, so it leaves no TIME_WAIT behind).
 //
 // It runs until told to stop, so that a test decides by counts (never by time) how long the load
@@ -14,6 +14,8 @@
 //   stop   (or the end of stdin) starts no more connections; when every one has finished, prints
 //          one JSON line, a LoadResult, and exits
 import net from 'node:net';
+
+const MAX_IN_FLIGHT = 2000;
 import {pathToFileURL} from 'node:url';
 import {createInterface} from 'node:readline';
 import {parseArgs} from 'node:util';
@@ -181,7 +183,9 @@ async function run(a: Args, control: LoadControl): Promise<LoadResult> {
         return;
       }
       const due = Math.floor(((performance.now() - start) * a.rate) / 1000) + 1;
-      while (r.attempted < due) connect(a.ports[r.attempted % a.ports.length]);
+      // at most MAX_IN_FLIGHT open at once: on a machine too busy to keep up, the client waits
+      // instead of running out of file descriptors (EMFILE is the client's failure, not skl's)
+      while (r.attempted < due && inFlight < MAX_IN_FLIGHT) connect(a.ports[r.attempted % a.ports.length]);
       setTimeout(tick, 1);
     };
     tick();
