@@ -13,6 +13,7 @@
  *   nsenter --net=/run/netns/NS node dist/bench/control.js [--rounds N] [--ports-rounds N]
  */
 import {spawn, spawnSync} from 'node:child_process';
+import {get} from 'node:http';
 import {pathToFileURL} from 'node:url';
 import {parseArgs} from 'node:util';
 import {BpfObject, type BpfMap} from '../src/bpf/index.js';
@@ -41,6 +42,8 @@ export interface ControlResult {
   million: {bindings: number; attach: Series; status: Series; detach: Series};
   /** `skl attach` with TIME_WAIT sockets in the namespace against an idle one */
   busy: {timeWait: number; idle: Series; busy: Series};
+  /** GET /metrics from `skl metrics --listen` (one service): ms per scrape, sequential */
+  scrape?: Series;
   rounds: number;
   portsRounds: number;
 }
@@ -178,7 +181,38 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
     const busySamples: {ms: number; cpuMs: number}[] = [];
     for (let r = 0; r < rounds; r++) busySamples.push(attachOnce());
     const busy = {timeWait, idle: ser('attachIdle', 'skl attach, idle namespace', idle), busy: ser('attachBusy', `skl attach, ${timeWait.toLocaleString('en-US')} TIME_WAIT sockets`, busySamples)};
-    return {populate, cli, portsAdd, million, busy, rounds, portsRounds};
+
+    // the scrape endpoint: each GET reads the pinned state again
+    skl('attach', '--pid', String(pid), '--ports', '9090', '--name', 'scraped');
+    const metrics = spawn(node, [SKL, 'metrics', '--listen', '127.0.0.1:9323'], {stdio: ['ignore', 'ignore', 'pipe']});
+    let scrape: Series | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let err = '';
+        metrics.stderr!.setEncoding('utf8').on('data', (x: string) => {
+          err += x;
+          if (err.includes('serving metrics')) resolve();
+        });
+        metrics.once('exit', () => reject(new Error(`skl metrics --listen exited: ${err}`)));
+      });
+      const samples: number[] = [];
+      for (let i = 0; i < Math.max(20, rounds * 4); i++) {
+        const t0 = process.hrtime.bigint();
+        await new Promise<void>((resolve, reject) => {
+          get('http://127.0.0.1:9323/metrics', (res) => {
+            res.resume();
+            res.on('end', () => resolve());
+          }).on('error', reject);
+        });
+        samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      scrape = series('scrape', 'GET /metrics from skl metrics --listen (1 service; sequential)', samples.slice(2));
+    } finally {
+      metrics.kill('SIGTERM');
+      await new Promise((resolve) => metrics.once('exit', resolve));
+      skl('detach', 'scraped');
+    }
+    return {populate, cli, portsAdd, million, busy, scrape, rounds, portsRounds};
   } finally {
     await stop(server);
   }

@@ -236,6 +236,14 @@ export function checks(r: Results): Check[] {
         target: '—',
       });
     }
+    if (c.scrape) {
+      out.push({
+        section: '3 control plane',
+        what: '`GET /metrics` from `skl metrics --listen` (reads the pinned state at every scrape)',
+        result: `${fmt(c.scrape.summary.median, 1)} ms per scrape (spread ${spread(c.scrape.summary)})`,
+        target: '—',
+      });
+    }
     if (c.busy) {
       const ratio = c.busy.busy.summary.median / c.busy.idle.summary.median;
       out.push({

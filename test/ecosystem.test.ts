@@ -45,6 +45,8 @@ test('metrics text: HELP/TYPE per family, escaped labels, one sample per attachm
   t.is(m.get('skl_redirected_total{netns="42",name="we\\"b\\\\1",protocol="tcp",pid="7",mode="persistent"}'), 5);
   t.is(m.get('skl_ports{netns="42",name="we\\"b\\\\1",protocol="tcp",pid="7",mode="persistent"}'), 2);
   t.is(m.get('skl_bindings{netns="42",name="we\\"b\\\\1",protocol="tcp",pid="7",mode="persistent"}'), 1);
+  t.is(m.get('skl_service_layout{netns="42",name="we\\"b\\\\1",protocol="tcp",pid="7",mode="persistent"}'), 1);
+  t.is(m.get('skl_upgrade_needed{netns="42"}'), 0);
   t.is(m.get('skl_attachments{netns="42"}'), 1);
   t.regex(text, /^# TYPE skl_redirected_total counter$/m);
   t.true(text.endsWith('\n'));

@@ -27,6 +27,8 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
   const info = fam('skl_build_info', 'gauge', 'skl build information.');
   info.samples.push([{version: build.version, libbpf: build.libbpf, node: build.node}, 1]);
   const dispatchers = fam('skl_dispatcher_present', 'gauge', 'Whether the network namespace has a pinned skl dispatcher.');
+  const stale = fam('skl_upgrade_needed', 'gauge', 'Whether the pinned state was written by an older skl (changes are refused until skl upgrade).');
+  const layouts = fam('skl_service_layout', 'gauge', 'Layout of the state holding the service (0: skl 0.1.0).');
   const attachments = fam('skl_attachments', 'gauge', 'Services attached in the network namespace.');
   const redirected = fam('skl_redirected_total', 'counter', 'Connections (TCP) or datagrams (UDP) steered to the service\'s sockets.');
   const missed = fam('skl_target_gone_total', 'counter', 'Arrivals bound to the service while its socket for the protocol and family was gone.');
@@ -36,6 +38,7 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
   for (const r of reports) {
     const ns = String(r.netnsIno);
     dispatchers.samples.push([{netns: ns}, r.dispatcher ? 1 : 0]);
+    stale.samples.push([{netns: ns}, r.upgrade ? 1 : 0]);
     attachments.samples.push([{netns: ns}, r.attachments.length]);
     for (const a of r.attachments) {
       const l = {netns: ns, name: a.name, protocol: a.protocols.join(','), pid: a.pid, mode: a.mode};
@@ -43,10 +46,11 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
       missed.samples.push([l, a.missed]);
       ports.samples.push([l, a.ports.length]);
       bindings.samples.push([l, a.bindings.length]);
+      layouts.samples.push([l, a.layout]);
       alive.samples.push([l, a.alive ? 1 : 0]);
     }
   }
-  return [info, dispatchers, attachments, redirected, missed, ports, bindings, alive]
+  return [info, dispatchers, stale, attachments, redirected, missed, ports, bindings, alive, layouts]
     .map((f) => [`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.samples.map(([l, v]) => `${f.name}${labels(l)} ${v}`)].join('\n'))
     .join('\n')
     .concat('\n');
