@@ -175,7 +175,7 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
     };
     const idle: {ms: number; cpuMs: number}[] = [];
     for (let r = 0; r < rounds; r++) idle.push(attachOnce());
-    const churn = spawn(node, ['-e', TIME_WAIT_SCRIPT, '20000', '8080'], {stdio: ['ignore', 'pipe', 'inherit']});
+    const churn = spawn(node, ['-e', TIME_WAIT_SCRIPT, '30000', '8080'], {stdio: ['ignore', 'pipe', 'inherit']});
     await new Promise((resolve) => churn.once('exit', resolve));
     const timeWait = Number(spawnSync('ss', ['-Htan', 'state', 'time-wait'], {encoding: 'utf8'}).stdout.split('\n').filter(Boolean).length);
     const busySamples: {ms: number; cpuMs: number}[] = [];
