@@ -318,3 +318,33 @@ test('deploy: the DaemonSet, ConfigMap and Dockerfile pass static checks', t => 
   t.is(lint.status, 0, lint.stdout + lint.stderr);
   t.regex(lint.stdout, /Issues: None found/);
 });
+
+privileged.serial('apply: several namespaces in one file (netns: per group and per entry), validated together', async t => {
+  t.timeout(120_000);
+  const a = await setup(t);
+  const b = await setup(t);
+  const sa = await server(t, a.ns, 7001);
+  const sb = await server(t, b.ns, 7001);
+  const file = `${a.dir}/multi.yaml`;
+  writeFileSync(
+    file,
+    `namespaces:
+  - netns: ${a.ns.path}
+    services:
+      - {name: web, target: {pid: ${sa.pid}}, ports: "8001"}
+services:
+  - {name: web, netns: ${b.ns.path}, target: {pid: ${sb.pid}}, ports: "8002"}
+`,
+  );
+  const r = await runSkl(['apply', file, '--json']);
+  t.is(r.code, 0, describeRun(r));
+  t.deepEqual((r.json as {actions: {netns: string; op: string}[]}).actions.map(x => [x.netns, x.op]), [[b.ns.path, '+'], [a.ns.path, '+']]);
+  t.is(await pid(a.ns, 8001), sa.pid);
+  t.is(await pid(b.ns, 8002), sb.pid);
+  // one namespace's problem stops the whole file: nothing changes in the other either
+  writeFileSync(file, readFileSync(file, 'utf8').replace('"8002"', '"8003"').replace(`pid: ${sa.pid}`, 'pid: 4194300'));
+  const bad = await runSkl(['apply', file]);
+  t.is(bad.code, 1, describeRun(bad));
+  t.is(await pid(b.ns, 8002), sb.pid, 'the other namespace was not changed');
+  t.is(await pid(b.ns, 8003), 'ECONNREFUSED');
+});
