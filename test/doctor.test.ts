@@ -1,6 +1,6 @@
 // `skl doctor`: the checks library (unit) and the command's output and exit code (end to end).
 import {execFile, spawnSync} from 'node:child_process';
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs';
+import {mkdtempSync, rmSync, statSync, writeFileSync} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -25,7 +25,45 @@ import {ipNetnsExecName, parseMountinfo} from '../src/sys/mounts.js';
 import {needing, privileged} from './helpers/privileged.js';
 
 const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url));
-const IDS = ['kernel', 'btf', 'bpffs', 'libbpf', 'privileges', 'sk_lookup', 'xdp', 'pidfd_getfd', 'endianness'];
+const IDS = [
+  'kernel',
+  'btf',
+  'bpffs',
+  'libbpf',
+  'privileges',
+  'sk_lookup',
+  'sk_lookup_link',
+  'link_update',
+  'sockmap',
+  'pidfd_getfd',
+  'lpm_trie',
+  'batch_ops',
+  'mmapable',
+  'dispatcher',
+  'xdp',
+  'xdp_link',
+  'xdp_count',
+  'netns_cookie',
+  'tcx',
+  'endianness',
+];
+const FEATURE_IDS = ['ports', 'upgrade', 'xdp-count', 'follow', 'udp-replies'];
+
+interface Feature {
+  id: string;
+  name: string;
+  planned: boolean;
+  available: boolean;
+  needs: string[];
+  minKernel: string;
+  detail: string;
+}
+interface Report {
+  ok: boolean;
+  kernel: string;
+  checks: Check[];
+  features: Feature[];
+}
 
 interface Run {
   code: number | null;
@@ -45,29 +83,58 @@ function skl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
 }
 
 /** Run `skl doctor --json` and check the report's shape and the exit code. */
-async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Promise<{ok: boolean; checks: Check[]}> {
+async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Promise<Report> {
   const r = await skl(['doctor', '--json'], env);
-  let report: {ok: boolean; checks: Check[]};
+  let report: Report;
   try {
-    report = JSON.parse(r.stdout) as {ok: boolean; checks: Check[]};
+    report = JSON.parse(r.stdout) as Report;
   } catch {
     t.fail(`doctor --json printed no JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
     throw new Error('no JSON');
   }
-  t.deepEqual(Object.keys(report).sort(), ['checks', 'ok']);
+  t.deepEqual(Object.keys(report).sort(), ['checks', 'features', 'kernel', 'ok']);
+  t.is(report.kernel, os.release());
   t.deepEqual(
     report.checks.map((c) => c.id),
     IDS,
   );
   for (const c of report.checks) {
-    t.deepEqual(Object.keys(c).sort(), ['detail', 'hint', 'id', 'ok'], c.id);
+    t.deepEqual(Object.keys(c).sort(), ['detail', 'hint', 'id', 'minKernel', 'ok', 'required'], c.id);
     t.is(typeof c.ok, 'boolean');
     t.true(typeof c.detail === 'string' && c.detail.length > 0, c.id);
     // A hint exactly when the check failed.
     if (c.ok) t.is(c.hint, null, c.id);
     else t.true(typeof c.hint === 'string' && c.hint.length > 0, c.id);
+    // Every kernel feature names the oldest Linux that has it; a missing one says so in its hint.
+    if (IDS.indexOf(c.id) >= IDS.indexOf('sk_lookup') && c.id !== 'endianness') {
+      t.regex(c.minKernel ?? '', /^\d+\.\d+$/, c.id);
+      if (!c.ok && !c.detail.includes('not checked')) t.regex(c.hint!, new RegExp(`Linux ≥${c.minKernel!.replace('.', '\\.')}`), c.id);
+    }
   }
-  t.is(report.ok, report.checks.every((c) => c.ok));
+  // Only what the coming features need is optional.
+  t.deepEqual(
+    report.checks.filter((c) => !c.required).map((c) => c.id),
+    ['kernel', 'netns_cookie', 'tcx'],
+  );
+  t.deepEqual(
+    report.features.map((f) => f.id),
+    FEATURE_IDS,
+  );
+  for (const f of report.features) {
+    t.deepEqual(Object.keys(f).sort(), ['available', 'detail', 'id', 'minKernel', 'name', 'needs', 'planned'], f.id);
+    t.true(f.needs.length > 0 && f.needs.every((id) => IDS.includes(id)), f.id);
+    const missing = report.checks.filter((c) => f.needs.includes(c.id) && !c.ok);
+    t.is(f.available, missing.length === 0, f.id);
+    t.is(f.available, f.detail === 'available', f.id);
+    // why not: the first failed check it needs, with the kernel that has it
+    if (missing.length > 0) t.true(f.detail.startsWith(`${missing[0].minKernel ? `needs Linux ≥${missing[0].minKernel}: ` : ''}${missing[0].detail}`), f.id);
+  }
+  t.deepEqual(
+    report.features.filter((f) => f.planned).map((f) => f.id),
+    ['follow', 'udp-replies'],
+  );
+  t.is(report.ok, report.checks.every((c) => c.ok || !c.required));
+  t.is(report.ok, report.features.every((f) => f.available || f.planned), 'ok exactly when every shipped feature is available');
   t.is(r.code, report.ok ? 0 : 1, `exit code ${r.code} with ok=${report.ok}; stderr: ${r.stderr}`);
   t.notRegex(r.stderr, /^\s+at /m, 'no stack trace');
   return report;
@@ -194,11 +261,18 @@ test('skl doctor --json: one JSON object {ok, checks}, exit 0 iff every check pa
 test('skl doctor prints one line per check with ✔/✘, and honours NO_COLOR', async t => {
   const plain = await skl(['doctor'], {NO_COLOR: '1', FORCE_COLOR: '1'});
   t.false(plain.stdout.includes('\u001b['), 'no ANSI escapes with NO_COLOR');
-  const lines = plain.stdout.trimEnd().split('\n');
-  t.is(lines.length, IDS.length);
-  lines.forEach((line, i) => t.regex(line, new RegExp(`^[✔✘] ${IDS[i]}\\s`)));
-  for (const line of lines.filter((l) => l.startsWith('✘'))) t.regex(line, / — fix: \S/);
-  t.is(plain.code, lines.every((l) => l.startsWith('✔')) ? 0 : 1);
+  const all = plain.stdout.trimEnd().split('\n');
+  // the checks, a blank line, a heading naming the kernel, the features
+  const lines = all.slice(0, IDS.length);
+  t.is(all.length, IDS.length + 2 + FEATURE_IDS.length);
+  lines.forEach((line, i) => t.regex(line, new RegExp(`^[✔✘–] ${IDS[i]}\\s`)));
+  for (const line of lines.filter((l) => !l.startsWith('✔'))) t.regex(line, / — fix: \S/);
+  t.is(all[IDS.length], '');
+  t.is(all[IDS.length + 1], `skl on this kernel (Linux ${os.release()}):`);
+  all.slice(IDS.length + 2).forEach((line, i) => t.regex(line, new RegExp(`^[✔✘–] ${FEATURE_IDS[i]}\\s`)));
+  for (const line of all.slice(IDS.length + 2).filter((l) => !l.startsWith('✔'))) t.regex(line, / — not available: \S/);
+  // ✘ only for what fails the doctor
+  t.is(plain.code, all.some((l) => l.startsWith('✘')) ? 1 : 0);
 
   const coloured = await skl(['doctor'], {NO_COLOR: undefined, FORCE_COLOR: '1'});
   t.true(coloured.stdout.includes('\u001b['), 'colours when forced and NO_COLOR is unset');
@@ -210,6 +284,19 @@ test('skl doctor reports a missing kernel feature as a failed check (exit 1)', a
   t.false(byId(report, 'sk_lookup').ok);
   t.false(byId(report, 'pidfd_getfd').ok);
   t.regex(byId(report, 'pidfd_getfd').hint!, /Linux ≥5\.6/);
+  const ports = report.features.find((f) => f.id === 'ports')!;
+  t.false(ports.available);
+  t.regex(ports.detail, /^needs Linux ≥5\.9: BPF sk_lookup programs/);
+});
+
+test('skl doctor: a missing feature that only coming features need is reported, and does not fail the doctor', async t => {
+  const report = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'tcx'});
+  t.false(byId(report, 'tcx').ok);
+  t.false(byId(report, 'tcx').required);
+  t.regex(byId(report, 'tcx').hint!, /needs Linux ≥6\.6 \(only for UDP replies/);
+  const replies = report.features.find((f) => f.id === 'udp-replies')!;
+  t.like(replies, {available: false, planned: true, minKernel: '6.6'});
+  t.regex(replies.detail, /^needs Linux ≥6\.6: TCX links/);
 });
 
 // A libbpf.so.1 too old for skl, found first through LD_LIBRARY_PATH: doctor must report it as a
@@ -232,6 +319,7 @@ needing(['cc|gcc|clang']).test('an unusable libbpf is a failed check, not a cras
   t.regex(libbpf.hint!, /apt-get install libbpf1/);
   t.regex(byId(report, 'sk_lookup').detail, /libbpf could not be loaded/);
   t.regex(byId(report, 'xdp').detail, /libbpf could not be loaded/);
+  t.regex(byId(report, 'dispatcher').detail, /libbpf could not be loaded/);
   // Checks that do not need libbpf still ran.
   t.true(byId(report, 'kernel').ok);
   t.true(byId(report, 'endianness').ok);
@@ -246,8 +334,36 @@ privileged('skl doctor passes on a machine that runs the privileged tests', asyn
   ensureBpffs();
   const report = await doctorJson(t);
   t.deepEqual(
-    report.checks.filter((c) => !c.ok),
+    report.checks.filter((c) => !c.ok && c.required),
     [],
   );
   t.true(report.ok);
+  t.deepEqual(
+    report.features.filter((f) => !f.planned && !f.available),
+    [],
+  );
+});
+
+// The probes are real: on a mainline-based kernel (this machine's, the kernel matrix's Debian 6.1)
+// each answer agrees with the feature's minimum kernel. They run in a throwaway network namespace
+// and leave the calling thread where it was, with nothing attached to the host's loopback.
+privileged('kernel probes agree with the running kernel, and leave the thread in its own namespace', async t => {
+  const {FEATURES, probe} = await import('../src/bpf/features.js');
+  const nsBefore = statSync('/proc/thread-self/ns/net').ino;
+  const kernel = parseVersion(os.release())!;
+  for (const [feature, info] of Object.entries(FEATURES)) {
+    const result = probe(feature as keyof typeof FEATURES);
+    const expected = compareVersions(kernel, parseVersion(info.minKernel)!) >= 0;
+    t.is(result.available, expected, `${feature} (Linux ≥${info.minKernel}) on ${os.release()}: ${result.reason ?? 'available'}`);
+  }
+  t.is(statSync('/proc/thread-self/ns/net').ino, nsBefore, 'back in the namespace it started in');
+  const lo = spawnSync('ip', ['-j', 'link', 'show', 'dev', 'lo'], {encoding: 'utf8'});
+  t.false(lo.stdout.includes('"xdp"'), 'nothing attached to the host loopback');
+});
+
+privileged('a command whose kernel feature is missing fails with one line naming the kernel it needs (exit 1)', async t => {
+  const r = await skl(['xdp-count', 'lo', '--count', '1', '--interval', '0.1'], {SKL_FAKE_MISSING_FEATURES: 'xdp_link', NO_COLOR: '1'});
+  t.is(r.code, 1, r.stderr);
+  t.deepEqual(r.stderr.trimEnd().split('\n'), ['error: XDP programs attached through a bpf_link is not supported by this kernel: it needs Linux ≥5.9']);
+  t.is(r.stdout, '');
 });

@@ -4,7 +4,7 @@ export {Program, BPF_PROG_TYPE_SK_LOOKUP, BPF_PROG_TYPE_XDP, type TestRunInput, 
 export {Link} from './link.js';
 export {BpfError, NotFoundError, NotSupportedError, PermissionError, VerifierError, errorFor} from './errors.js';
 export {errnoName} from './errno.js';
-export {probeProgType, requireFeature, MIN_KERNEL, type Feature} from './features.js';
+export {probe, probeProgType, requireFeature, FEATURES, MIN_KERNEL, type Feature, type FeatureInfo, type ProbeResult} from './features.js';
 export {linkIds, linkInfoByFd, mapIds, mapInfoByFd, progInfoByFd, progMapIds, BPF_LINK_TYPE_NETNS, BPF_LINK_TYPE_XDP, type LinkInfo, type MapInfo} from './info.js';
 export {libbpfVersion} from './version.js';
 export {

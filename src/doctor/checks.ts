@@ -11,13 +11,20 @@ import os from 'node:os';
 import {ipNetnsExecName} from '../sys/mounts.js';
 
 export interface Check {
-  /** Stable identifier: kernel, btf, bpffs, libbpf, privileges, sk_lookup, xdp, pidfd_getfd, endianness. */
+  /**
+   * Stable identifier: kernel, btf, bpffs, libbpf, privileges, then one per kernel feature probed
+   * (see KERNEL_CHECKS), then endianness.
+   */
   id: string;
   ok: boolean;
   /** What was found. */
   detail: string;
   /** How to fix it; null when the check passed. */
   hint: string | null;
+  /** The oldest Linux with this kernel feature; null for checks that are not about the kernel's features. */
+  minKernel: string | null;
+  /** Whether a feature skl ships needs it (false: only features still to come do). */
+  required: boolean;
 }
 
 export const MIN_KERNEL = '5.9';
@@ -26,8 +33,8 @@ export const BPFFS_PATH = '/sys/fs/bpf';
 /** BPF_FS_MAGIC (mirrors src/sys/bpffs.ts, which cannot be imported without the FFI). */
 const BPFFS_MAGIC = 0xcafe4a11;
 
-const pass = (id: string, detail: string): Check => ({id, ok: true, detail, hint: null});
-const fail = (id: string, detail: string, hint: string): Check => ({id, ok: false, detail, hint});
+const pass = (id: string, detail: string): Check => ({id, ok: true, detail, hint: null, minKernel: null, required: true});
+const fail = (id: string, detail: string, hint: string): Check => ({id, ok: false, detail, hint, minKernel: null, required: true});
 
 const firstLine = (error: unknown): string => String((error as Error)?.message ?? error).split('\n')[0];
 
@@ -60,7 +67,7 @@ export function checkKernel(release: string = os.release()): Check {
   const v = parseVersion(release);
   if (v === undefined) return fail('kernel', `cannot parse the kernel release "${release}"`, `skl needs Linux ≥${MIN_KERNEL}`);
   if (compareVersions(v, parseVersion(MIN_KERNEL)!) < 0) {
-    return fail('kernel', `Linux ${release} is older than ${MIN_KERNEL}`, `skl needs Linux ≥${MIN_KERNEL} (BPF sk_lookup): upgrade the kernel`);
+    return fail('kernel', `Linux ${release} is older than ${MIN_KERNEL}`, `skl needs Linux ≥${MIN_KERNEL} (BPF sk_lookup) unless the kernel has it backported (see the probes): upgrade the kernel`);
   }
   return pass('kernel', `Linux ${release} (≥${MIN_KERNEL})`);
 }
@@ -195,42 +202,135 @@ async function checkLibbpf(): Promise<Check> {
   return pass('libbpf', `libbpf ${version}${where}`);
 }
 
-type Feature = 'sk_lookup' | 'xdp' | 'pidfd_getfd';
+// --- kernel features: real probes (src/bpf/features.ts), plus skl's own programs loaded ---
 
-async function checkFeature(feature: Feature, prerequisites: {libbpf: boolean; privileges: boolean}): Promise<Check> {
-  if (!prerequisites.libbpf && feature !== 'pidfd_getfd') {
-    return fail(feature, 'not checked: libbpf could not be loaded', 'fix the libbpf check first');
+type ProbeFeature = import('../bpf/features.js').Feature;
+
+/** The kernel checks, in order: the probed features and skl's two BPF objects. */
+export const KERNEL_CHECKS = [
+  'sk_lookup',
+  'sk_lookup_link',
+  'link_update',
+  'sockmap',
+  'pidfd_getfd',
+  'lpm_trie',
+  'batch_ops',
+  'mmapable',
+  'dispatcher',
+  'xdp',
+  'xdp_link',
+  'xdp_count',
+  'netns_cookie',
+  'tcx',
+] as const;
+export type KernelCheck = (typeof KERNEL_CHECKS)[number];
+
+/** skl's own compiled programs: loading them is the final word on whether this kernel takes them. */
+const OBJECTS: Partial<Record<KernelCheck, {file: string; description: string; minKernel: string}>> = {
+  dispatcher: {file: 'sk_dispatch.o', description: "skl's sk_lookup dispatcher (bpf/sk_dispatch.o) loads", minKernel: '5.9'},
+  xdp_count: {file: 'xdp_count.o', description: "skl's XDP counter (bpf/xdp_count.o) loads", minKernel: '5.9'},
+};
+
+export interface SklFeature {
+  id: string;
+  /** What it is, for people. */
+  name: string;
+  /** Not shipped yet: announced so that operators know which kernel it will need. */
+  planned: boolean;
+  /** The checks it needs (environment and kernel). */
+  needs: readonly string[];
+}
+
+/** What skl does (or is about to do), and the checks each needs. */
+export const SKL_FEATURES: readonly SklFeature[] = [
+  {
+    id: 'ports',
+    name: 'extra ports: attach, detach, ports, status, metrics',
+    planned: false,
+    needs: ['btf', 'bpffs', 'libbpf', 'privileges', 'sk_lookup', 'sk_lookup_link', 'sockmap', 'pidfd_getfd', 'lpm_trie', 'batch_ops', 'mmapable', 'dispatcher', 'endianness'],
+  },
+  {id: 'upgrade', name: 'skl upgrade: a new program behind the pinned link, atomically', planned: false, needs: ['libbpf', 'privileges', 'bpffs', 'link_update', 'dispatcher']},
+  {id: 'xdp-count', name: 'skl xdp-count', planned: false, needs: ['libbpf', 'privileges', 'xdp', 'xdp_link', 'xdp_count', 'endianness']},
+  {id: 'follow', name: 'following service restarts (coming)', planned: true, needs: ['sockmap', 'netns_cookie']},
+  {id: 'udp-replies', name: 'UDP replies from the extra port (coming)', planned: true, needs: ['tcx']},
+];
+
+/** Whether a shipped feature needs the check (a failure then fails the doctor). */
+const isRequired = (id: string): boolean => SKL_FEATURES.some((f) => !f.planned && f.needs.includes(id));
+
+/** Names of the planned features that need a check, for the hint of an optional one. */
+const plannedUsers = (id: string): string[] => SKL_FEATURES.filter((f) => f.planned && f.needs.includes(id)).map((f) => f.name.replace(/ \(coming\)$/, ''));
+
+function objectBytes(file: string): Buffer {
+  // dist/src/doctor/ → the package root's bpf/
+  return readFileSync(new URL(`../../../bpf/${file}`, import.meta.url));
+}
+
+async function checkKernelFeature(id: KernelCheck, prerequisites: {libbpf: boolean; privileges: boolean}): Promise<Check> {
+  const features = await import('../bpf/features.js');
+  const object = OBJECTS[id];
+  const info = object ?? {description: features.FEATURES[id as ProbeFeature].description, minKernel: features.FEATURES[id as ProbeFeature].minKernel};
+  const required = isRequired(id);
+  const base = {id, minKernel: info.minKernel, required};
+  const users = plannedUsers(id);
+  const needed = `needs Linux ≥${info.minKernel}${required || users.length === 0 ? '' : ` (only for ${users.join(', ')})`}`;
+  const notChecked = (why: string, hint: string): Check => ({...base, ok: false, detail: `${info.description}: not checked: ${why}`, hint});
+  if (id !== 'pidfd_getfd') {
+    if (!prerequisites.libbpf) return notChecked('libbpf could not be loaded', 'fix the libbpf check first');
+    if (!prerequisites.privileges) return notChecked('loading test programs needs privileges', 'run skl doctor as root');
   }
-  let features: typeof import('../bpf/features.js');
-  let available: () => boolean;
   try {
-    features = await import('../bpf/features.js');
-    if (feature === 'pidfd_getfd') {
-      const {pidfdGetfdAvailable} = await import('../sys/pidfd.js');
-      available = pidfdGetfdAvailable;
-    } else {
-      available = () => features.probeProgType(feature);
+    if (object !== undefined) {
+      const {BpfObject} = await import('../bpf/object.js');
+      if ((process.env.SKL_FAKE_MISSING_FEATURES ?? '').split(',').includes(id)) throw new Error('SKL_FAKE_MISSING_FEATURES');
+      BpfObject.load(objectBytes(object.file), {name: object.file}).close();
+      return {...base, ok: true, detail: `${info.description} (Linux ≥${info.minKernel})`, hint: null};
     }
+    const result = features.probe(id as ProbeFeature);
+    if (result.available) return {...base, ok: true, detail: `${info.description} (Linux ≥${info.minKernel})`, hint: null};
+    return {...base, ok: false, detail: `${info.description}: not supported by this kernel (${result.reason})`, hint: needed};
   } catch (error) {
-    return fail(feature, `not checked: ${firstLine(error)}`, 'fix the libbpf check first');
+    if ((error as Error).name === 'PermissionError') return notChecked('permission denied', 'run skl doctor as root');
+    return {...base, ok: false, detail: `${info.description}: ${firstLine(error)}`, hint: needed};
   }
-  const what = feature === 'pidfd_getfd' ? 'pidfd_getfd(2)' : `${feature} programs`;
-  try {
-    features.requireFeature(feature, available);
-  } catch (error) {
-    if (feature !== 'pidfd_getfd' && !prerequisites.privileges) {
-      return fail(feature, `cannot load a test ${feature} program without privileges`, 'run skl doctor as root');
-    }
-    const min = features.MIN_KERNEL[feature];
-    const config = feature === 'pidfd_getfd' ? '' : ' built with CONFIG_BPF_SYSCALL=y';
-    return fail(feature, firstLine(error), `skl needs Linux ≥${min}${config}`);
+}
+
+export interface FeatureReport {
+  id: string;
+  name: string;
+  planned: boolean;
+  available: boolean;
+  /** The checks it needs (ids of `checks`). */
+  needs: string[];
+  /** The newest minimum kernel among what it needs. */
+  minKernel: string;
+  /** "available", or why not (the first failed check it needs). */
+  detail: string;
+}
+
+function featureReport(feature: SklFeature, checks: readonly Check[]): FeatureReport {
+  const needed = checks.filter((c) => feature.needs.includes(c.id));
+  const kernels = needed.map((c) => c.minKernel).filter((k): k is string => k !== null);
+  const minKernel = kernels.reduce((a, b) => (compareVersions(parseVersion(a)!, parseVersion(b)!) >= 0 ? a : b), MIN_KERNEL);
+  const missing = needed.filter((c) => !c.ok);
+  const available = missing.length === 0;
+  let detail = 'available';
+  if (!available) {
+    const first = missing[0];
+    const kernel = first.minKernel === null ? '' : `needs Linux ≥${first.minKernel}: `;
+    detail = `${kernel}${first.detail}${missing.length > 1 ? ` (and ${missing.length - 1} more failed check${missing.length > 2 ? 's' : ''}: ${missing.slice(1).map((c) => c.id).join(', ')})` : ''}`;
   }
-  return pass(feature, feature === 'pidfd_getfd' ? `${what} available` : `${what} load (test program accepted by the kernel)`);
+  return {id: feature.id, name: feature.name, planned: feature.planned, available, needs: [...feature.needs], minKernel, detail};
 }
 
 export interface DoctorReport {
+  /** Every check a shipped feature needs passed. */
   ok: boolean;
+  /** The running kernel's release. */
+  kernel: string;
   checks: Check[];
+  /** What skl can and cannot do on this kernel, and why. */
+  features: FeatureReport[];
 }
 
 /** Run every check (never throws: a check that cannot run is a failed check). */
@@ -243,7 +343,8 @@ export async function runChecks(): Promise<DoctorReport> {
     }
   };
   const checks: Check[] = [
-    guard('kernel', () => checkKernel()),
+    // the release is informational: the probes below decide (distribution kernels backport)
+    {...guard('kernel', () => checkKernel()), required: false},
     guard('btf', () => checkBtf()),
     guard('bpffs', () => checkBpffs()),
   ];
@@ -251,13 +352,14 @@ export async function runChecks(): Promise<DoctorReport> {
   const privileges = guard('privileges', () => checkPrivileges());
   checks.push(libbpf, privileges);
   const prerequisites = {libbpf: libbpf.ok, privileges: privileges.ok};
-  for (const feature of ['sk_lookup', 'xdp', 'pidfd_getfd'] as const) {
+  for (const id of KERNEL_CHECKS) {
     try {
-      checks.push(await checkFeature(feature, prerequisites));
+      checks.push(await checkKernelFeature(id, prerequisites));
     } catch (error) {
-      checks.push(fail(feature, `check failed unexpectedly: ${firstLine(error)}`, 'please report this'));
+      checks.push({...fail(id, `check failed unexpectedly: ${firstLine(error)}`, 'please report this'), required: isRequired(id)});
     }
   }
   checks.push(guard('endianness', () => checkEndianness()));
-  return {ok: checks.every((c) => c.ok), checks};
+  const features = SKL_FEATURES.map((f) => featureReport(f, checks));
+  return {ok: checks.every((c) => c.ok || !c.required), kernel: os.release(), checks, features};
 }

@@ -213,3 +213,15 @@ export const libbpf_num_possible_cpus = fn<[], number>('int libbpf_num_possible_
 export const bpf_map_lookup_batch = fn<[number, Buffer | null, Buffer, Buffer, Buffer, [number], Buffer], number>(
   'int bpf_map_lookup_batch(int fd, void *in_batch, _Out_ void *out_batch, _Out_ void *keys, _Out_ void *values, _Inout_ uint32_t *count, const void *opts)',
 );
+
+// --- kernel feature probes (src/bpf/features.ts) ---
+/** opts: struct bpf_map_create_opts, libbpf 1.1.2 layout (48 bytes: size_t sz @0, map_flags @28), or null. */
+export const bpf_map_create = fn<[number, string | null, number, number, number, Buffer | null], number>(
+  'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const uint8_t *opts)',
+);
+/** insns: 8 bytes each; opts: struct bpf_prog_load_opts (a prefix: size_t sz @0, expected_attach_type @12), or null. */
+export const bpf_prog_load = fn<[number, string | null, string, Buffer, number, Buffer | null], number>(
+  'int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const uint8_t *insns, size_t insn_cnt, const uint8_t *opts)',
+);
+/** 1: the helper can be called from this program type, 0: not, <0: -errno (the probe itself failed). */
+export const libbpf_probe_bpf_helper = fn<[number, number, null], number>('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)');

@@ -91,3 +91,5 @@ export function allocZero(size: number): {ptr: bigint; view: Uint8Array; free: (
 export function viewOf(ptr: bigint, size: number): Uint8Array {
   return new Uint8Array(koffi.view(ptr, size));
 }
+export const unshare = fn<[number], number>('int unshare(int flags)');
+export const listen = fn<[number, number], number>('int listen(int fd, int backlog)');

@@ -16,7 +16,6 @@ import {
   linkIds,
   BPF_LINK_TYPE_XDP,
   PermissionError,
-  probeProgType,
   progNameById,
   requireFeature,
   u32Key,
@@ -177,7 +176,7 @@ export class XdpCounter implements Disposable {
         }
         return idx;
       });
-      if (process.geteuid?.() === 0) requireFeature('xdp', () => probeProgType('xdp'));
+      if (process.geteuid?.() === 0) requireFeature('xdp_link');
 
       const obj = loadCounter(opts.object ?? defaultObjectBytes());
       try {
