@@ -229,6 +229,7 @@ const UPGRADE_CRASH_POINTS = [
   {point: 'upgrade:swapped', finished: true},
   {point: 'upgrade:link-moved', finished: true},
   {point: 'upgrade:old-renamed', finished: true},
+  {point: 'upgrade:published', finished: true},
 ];
 
 for (const {point, finished} of UPGRADE_CRASH_POINTS) {

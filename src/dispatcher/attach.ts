@@ -5,14 +5,15 @@ import type {Link} from '../bpf/link.js';
 import {SklError, UsageError} from '../sys/errors.js';
 import type {Netns} from '../sys/netns.js';
 import type {Proto} from '../sys/sockets.js';
-import {addBindings, bindingSpecs, bindingsOf, groupBindings, portsText, removeBindings, bindingId, type BindingSpec} from './bindings.js';
+import {bindingSpecs, bindingsOf, groupBindings, portsText, bindingId, type BindingSpec} from './bindings.js';
 import {defaultName, validateName, type AddressPrefix, type PortSpec} from './input.js';
 import {anyPrefix, LAYOUT, MAX_SERVICES, prefixText, SVC_READY, type Prefix} from './layout.js';
 import {checkClaims, checkHijack, closeAll, legacyClaims, openAll, ownSockets, servicesByName, socketId, withNetns, type LegacyClaim, type ServiceRef} from './namespace.js';
-import {familiesOf, releaseService, removeService, replaceSockets, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
+import {familiesOf, releaseService, removeService, replaceService, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
 import {DispatcherState, dispatcherObjectBytes} from './state.js';
 import {mapsOf, PROGRAM_NAME, Store, type StoreOptions} from './store.js';
 import {SKL_VERSION} from '../version.js';
+import {crashPoint} from './faults.js';
 
 export interface CommonOptions extends StoreOptions {
   /** network namespace file (default: the caller's, /proc/self/ns/net) */
@@ -192,9 +193,7 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
       const id = existing.record.id;
       meta.createdNs = existing.record.createdNs;
       const keep = new Set(list.map(bindingId));
-      addBindings(pinned, id, list.filter((b) => !held.has(bindingId(b))));
-      replaceSockets(pinned, id, meta, t);
-      removeBindings(pinned, id, old.filter((b) => !keep.has(bindingId(b))));
+      replaceService(store, pinned, id, meta, t, list.filter((b) => !held.has(bindingId(b))), old.filter((b) => !keep.has(bindingId(b))));
       const lost = existing.record.sockets.map((s, i) => (s && !t.dests[i] ? i : -1)).filter((i) => i >= 0);
       if (lost.length) notices.push(`the new process has no socket for ${lost.map((i) => `${i >> 1 ? 'UDP' : 'TCP'} over IPv${i & 1 ? 6 : 4}`).join(', ')}: those bindings now refuse connections`);
     } else {
@@ -248,6 +247,7 @@ export function attachForeground(opts: AttachOptions): Promise<ForegroundAttachm
       d.writeInfo(LAYOUT, SKL_VERSION);
       writeNewService(d, 0, serviceMeta(t, name, ns.ino, process.pid, SVC_READY), t, list);
       link = obj.program(PROGRAM_NAME).attachNetns(ns.fd, `netns ${ns.path}`);
+      crashPoint('foreground:attached');
     } catch (error) {
       link?.close();
       obj.close();

@@ -9,6 +9,16 @@ export type CrashPoint =
   | 'attach:pending'
   | 'attach:socket-stored'
   | 'attach:ports-written'
+  | 'foreground:attached'
+  | 'journal:incomplete'
+  | 'ports:journaled'
+  | 'ports:half-written'
+  | 'ports:written'
+  | 'replace:journaled'
+  | 'replace:bindings-added'
+  | 'replace:socket-swapped'
+  | 'replace:record-written'
+  | 'replace:bindings-removed'
   | 'detach:pending'
   | 'detach:bindings-removed'
   | 'detach:all-pending'
@@ -16,7 +26,8 @@ export type CrashPoint =
   | 'upgrade:built'
   | 'upgrade:swapped'
   | 'upgrade:link-moved'
-  | 'upgrade:old-renamed';
+  | 'upgrade:old-renamed'
+  | 'upgrade:published';
 
 export function crashPoint(point: CrashPoint): void {
   if (process.env.SKL_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');

@@ -7,6 +7,7 @@ import {anyPrefix, LAYOUT, prefixText, type Prefix} from './layout.js';
 import {checkClaims, checkHijack, closeAll, legacyClaims, openAll, ownSockets, servicesByName, socketId, where, withNetns} from './namespace.js';
 import {familiesOf, removeService, stopService} from './services.js';
 import {crashPoint} from './faults.js';
+import {inHalves, journaled, PHASE} from './journal.js';
 import type {DispatcherState} from './state.js';
 import {LayoutError, Store} from './store.js';
 import type {CommonOptions} from './attach.js';
@@ -125,7 +126,11 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[] 
           const fresh = specs.filter((b) => !held.has(bindingId(b)));
           checkClaims(all, entry, fresh, legacyClaims(store));
           checkHijack(ns, fresh, ownSockets(record.sockets.filter((s) => s).map((s) => socketId(s!))), opts.force ?? false);
-          addBindings(d, record.id, fresh);
+          // journaled: an interruption is rolled back by the next skl, never left half added
+          if (fresh.length) {
+            const change = {phase: PHASE.portsAdd, id: record.id, meta: record, add: fresh, remove: []};
+            journaled(store, d, change, () => writeInHalves(fresh, (part) => addBindings(d, record.id, part)), 'ports:journaled');
+          }
           return result(name, protos, fresh, bindingsOf(d, record.id));
         }
         const missing = specs.filter((b) => !held.has(bindingId(b)));
@@ -134,7 +139,9 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[] 
           const plural = g.ports.length > 1 || g.ports[0] === 0;
           throw new UsageError(`${name} does not have ${g.proto.toUpperCase()} port${plural ? 's' : ''} ${portsText(g.ports)}${g.prefix.len ? ` for ${prefixText(g.prefix)}` : ''}`);
         }
-        removeBindings(d, record.id, specs);
+        // journaled: an interruption is finished by the next skl, never left half removed
+        const change = {phase: PHASE.portsRemove, id: record.id, meta: record, add: [], remove: specs};
+        journaled(store, d, change, () => writeInHalves(specs, (part) => removeBindings(d, record.id, part)), 'ports:journaled');
         return result(name, protos, specs, bindingsOf(d, record.id));
       } finally {
         closeAll(all);
@@ -146,6 +153,12 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[] 
 function result(name: string, protocols: Proto[], changed: readonly BindingSpec[], after: readonly BindingSpec[]): PortsChange {
   const ports = [...new Set(after.map((b) => b.port))].sort((a, b) => a - b);
   return {name, protocols, changed: [...new Set(changed.map((b) => b.port))].sort((a, b) => a - b), ports: ports.filter((p) => p !== 0), portsText: portsText(ports)};
+}
+
+/** A ports change in two halves (a crash point between them, for the tests), then its last crash point. */
+function writeInHalves(list: readonly BindingSpec[], write: (part: readonly BindingSpec[]) => void): void {
+  inHalves(list, write, 'ports:half-written');
+  crashPoint('ports:written');
 }
 
 export {readBindings};

@@ -13,6 +13,7 @@ import {socketNetnsIno} from '../sys/netns.js';
 import {addrBytes, DESTS_PER_SERVICE, protoIndex, SVC_F_REMOVING, SVC_PENDING, SVC_READY, type ServiceMeta, type SocketMeta} from './layout.js';
 import {addBindings, bindingsOf, removeBindings, type BindingSpec} from './bindings.js';
 import {crashPoint} from './faults.js';
+import {journaled, PHASE, type JournalPlace} from './journal.js';
 import type {DispatcherState} from './state.js';
 import {parseAddress} from './input.js';
 
@@ -218,6 +219,34 @@ export function replaceSockets(d: DispatcherState, id: number, meta: ServiceMeta
     if (!s) d.deleteSocket(id * DESTS_PER_SERVICE + i);
   });
   d.writeService(id, {...meta, state: SVC_READY});
+}
+
+/**
+ * Replace a ready service's process in place, journaled: its new bindings first, then each socket
+ * (one atomic SOCKMAP update each: no moment where a port refuses) and its record, then the
+ * bindings it no longer has. Killed before the first socket swap, the next skl rolls it back;
+ * after, it finishes it (taking the new sockets again from their process).
+ */
+export function replaceService(place: JournalPlace, d: DispatcherState, id: number, meta: ServiceMeta, t: TakenService, add: readonly BindingSpec[], remove: readonly BindingSpec[]): void {
+  const change = {phase: PHASE.replaceAdding, id, meta: {...meta, state: SVC_READY}, add, remove};
+  journaled(place, d, change, (j) => {
+    addBindings(d, id, add);
+    crashPoint('replace:bindings-added');
+    j.phase(PHASE.replaceSwitching);
+    let swapped = 0;
+    t.dests.forEach((s, i) => {
+      if (!s) return;
+      d.setSocket(id * DESTS_PER_SERVICE + i, s.dup);
+      if (swapped++ === 0) crashPoint('replace:socket-swapped');
+    });
+    t.dests.forEach((s, i) => {
+      if (!s) d.deleteSocket(id * DESTS_PER_SERVICE + i);
+    });
+    d.writeService(id, {...meta, state: SVC_READY});
+    crashPoint('replace:record-written');
+    removeBindings(d, id, remove);
+    crashPoint('replace:bindings-removed');
+  }, 'replace:journaled');
 }
 
 /** Stop a service steering (pending: one store the program checks), marked as being removed. */

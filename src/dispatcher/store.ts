@@ -21,6 +21,7 @@ import {isLegacyDir, LEGACY_MAP_NAMES, LegacyState} from './legacy.js';
 import {removeService} from './services.js';
 import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
+import {JOURNAL_RE, removeJournal, repairFromJournal} from './journal.js';
 
 const BPF_SK_LOOKUP = 36;
 export const PROGRAM_NAME = 'sk_dispatch';
@@ -228,7 +229,16 @@ export class Store {
 
   private repairNamespace(): void {
     const own = String(this.netns.ino);
+    const journals: string[] = [];
     for (const entry of readdirSync(this.root)) {
+      const j = JOURNAL_RE.exec(entry);
+      if (j) {
+        // a change an interrupted skl journaled: this namespace's are repaired below; another's
+        // whose dispatcher is gone can never be applied
+        if (j[1] === own) journals.push(`${this.root}/${entry}`);
+        else if (!existsSync(`${this.root}/${j[1]}`)) removeJournal(`${this.root}/${entry}`);
+        continue;
+      }
       const m = /^(\d+)(?:-(new|old|up)-(\d+))?$/.exec(entry);
       if (!m) continue;
       const path = `${this.root}/${entry}`;
@@ -243,11 +253,16 @@ export class Store {
         }
       } else if (m[1] === own && m[2] !== undefined) {
         // dispatchers are only created and removed under the lock: any scratch directory is left over
+        // skl 0.1.0's state set aside while a current dispatcher is in place: an upgrade killed
+        // right after it published the new state
+        const upgraded = m[2] === 'old' && isLegacyDir(path) && existsSync(this.dir);
         removePins(path);
         this.notices.push(
           m[2] === 'new'
             ? `removed a half-made dispatcher left by an interrupted skl (pid ${m[3]})`
-            : `finished removing a dispatcher an interrupted skl was removing (pid ${m[3]})`,
+            : upgraded
+              ? `finished an upgrade an interrupted skl had started (pid ${m[3]})`
+              : `finished removing a dispatcher an interrupted skl was removing (pid ${m[3]})`,
         );
       } else if (linkDetached(path)) {
         // the kernel detaches a namespace's links when it goes away: these pins can never steer
@@ -256,7 +271,10 @@ export class Store {
         if (m[1] === own) this.notices.push(`removed the stale dispatcher of an earlier network namespace with this inode (${own}); its link was no longer attached`);
       }
     }
-    if (!existsSync(this.dir)) return;
+    if (!existsSync(this.dir)) {
+      for (const j of journals) removeJournal(j);
+      return;
+    }
     let st: DispatcherState | undefined;
     try {
       st = this.openPinned();
@@ -265,6 +283,11 @@ export class Store {
     }
     if (!st) return;
     try {
+      // a ports add/remove or an in-place replacement killed half-way: rolled back or finished
+      for (const j of journals) {
+        this.notices.push(repairFromJournal(st, j));
+        removeJournal(j);
+      }
       for (const s of st.services()) {
         if (s.state === SVC_PENDING) {
           removeService(st, s.id);
@@ -338,6 +361,7 @@ export function finishUpgrade(dir: string, scratch: string): void {
   if (existsSync(dir)) renameSync(dir, oldDir);
   crashPoint('upgrade:old-renamed');
   renameSync(scratch, dir);
+  crashPoint('upgrade:published');
   removePins(oldDir);
 }
 

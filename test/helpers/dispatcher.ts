@@ -151,13 +151,17 @@ export function pinDirOf(nsPath: string): string {
   return `${SKL_PIN_ROOT}/${statSync(nsPath).ino}`;
 }
 
-/** Entries of skl's bpffs root that belong to the namespace with this inode (its dir or a scratch dir). */
+/** Entries of skl's bpffs root that belong to the namespace with this inode (its dir, a scratch dir, a change journal). */
 export function pinsOf(ino: number): string[] {
   if (!existsSync(SKL_PIN_ROOT)) return [];
-  return readdirSync(SKL_PIN_ROOT).filter(e => e === String(ino) || e.startsWith(`${ino}-new-`));
+  return readdirSync(SKL_PIN_ROOT).filter(e => e === String(ino) || e.startsWith(`${ino}-`));
 }
 
 function removePinDir(dir: string): void {
+  if (!statSync(dir).isDirectory()) {
+    unlinkSync(dir); // a pinned object itself (a link pinned where skl should pin nothing)
+    return;
+  }
   // the link pin first: removing it detaches the program at once
   if (existsSync(`${dir}/link`)) unlinkSync(`${dir}/link`);
   for (const entry of readdirSync(dir)) unlinkSync(`${dir}/${entry}`);

@@ -43,19 +43,27 @@ export async function statusText(netns: string): Promise<string> {
 /**
  * A quiet TCP server in `ns`: answers each connection like the toy server ({pid, localPort,
  * localAddress} and a newline), then closes; no output per connection (cheap under load). Exits
- * when its stdin closes.
+ * when its stdin closes. `host` may list several addresses ("127.0.0.1,::1"): one listening
+ * socket each, all on the same port.
  */
 export const QUIET_SERVER_SCRIPT = `
 const net = require('node:net');
-const [host, port] = process.argv.slice(1);
-const server = net.createServer(s => {
-  s.on('error', () => undefined);
-  s.end(JSON.stringify({pid: process.pid, localPort: s.localPort, localAddress: s.localAddress}) + '\\n');
-});
-server.on('error', e => { process.stderr.write(String(e) + '\\n'); process.exit(1); });
-server.listen({host, port: Number(port), backlog: 4096}, () => {
-  process.stdout.write(JSON.stringify({event: 'listening', pid: process.pid, port: server.address().port}) + '\\n');
-});
+const [hosts, port] = process.argv.slice(1);
+const list = hosts.split(',');
+let bound = Number(port);
+const listen = i => {
+  const server = net.createServer(s => {
+    s.on('error', () => undefined);
+    s.end(JSON.stringify({pid: process.pid, localPort: s.localPort, localAddress: s.localAddress}) + '\\n');
+  });
+  server.on('error', e => { process.stderr.write(String(e) + '\\n'); process.exit(1); });
+  server.listen({host: list[i], port: bound, backlog: 4096}, () => {
+    bound = server.address().port;
+    if (i + 1 < list.length) return listen(i + 1);
+    process.stdout.write(JSON.stringify({event: 'listening', pid: process.pid, port: bound}) + '\\n');
+  });
+};
+listen(0);
 process.on('SIGTERM', () => process.exit(0));
 process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
 `;
@@ -112,10 +120,12 @@ export interface LoadRun {
 /**
  * Start the open-loop load client in `ns`. It runs until `stop()` (or until the test process goes
  * away: the end of its stdin stops it too); the test decides by counts, through `mark()`, how long.
+ * With `record`, its result lists who answered each connection, in start order (`replies`).
  */
-export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: number; timeoutMs?: number}): LoadRun {
+export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: number; timeoutMs?: number; record?: boolean}): LoadRun {
   const args = [LOAD_CLIENT_SCRIPT, '--host', o.host, '--ports', o.ports.join(','), '--rate', String(o.rate)];
   if (o.timeoutMs !== undefined) args.push('--timeout', String(o.timeoutMs));
+  if (o.record === true) args.push('--record');
   const child = ns.spawn(process.execPath, args, {stdio: ['pipe', 'pipe', 'pipe']});
   child.stdin!.on('error', () => undefined);
   let stderr = '';
@@ -190,11 +200,11 @@ export function startLoad(ns: Netns, o: {host: string; ports: number[]; rate: nu
   };
 }
 
-/** Entries of skl's bpffs root belonging to namespace inode `ino` (its directory, scratch directories). */
+/** Entries of skl's bpffs root belonging to namespace inode `ino` (its directory, scratch directories, change journals). */
 export function pinEntriesOf(ino: number): string[] {
   if (!existsSync(SKL_PIN_ROOT)) return [];
   return readdirSync(SKL_PIN_ROOT)
-    .filter(e => e === String(ino) || /^\d+-(new|old|up)-\d+$/.test(e) && e.startsWith(`${ino}-`))
+    .filter(e => e === String(ino) || /^\d+-(new|old|up|change)-\d+$/.test(e) && e.startsWith(`${ino}-`))
     .sort();
 }
 
