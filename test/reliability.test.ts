@@ -182,6 +182,121 @@ privileged.serial('load: 20,000+ connections to ports that stay attached never f
   assertConsistent(t, sk.ino, true);
 });
 
+/** Wait, by counts, until the load has started `n` more connections than now. */
+async function loadGoesOn(load: ReturnType<typeof startLoad>, n: number): Promise<number> {
+  const from = (await load.mark()).attempted;
+  const ok = await eventually(async () => (await load.mark()).attempted >= from + n, 60_000);
+  if (!ok) throw new Error(`the load did not start ${n} more connections`);
+  return (await load.mark()).attempted;
+}
+
+/** Replies[from, to) as counts by answer ("pid 123" / error code). */
+function tally(replies: readonly (number | string)[], from: number, to: number, pick: (i: number) => boolean = () => true): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (let i = from; i < to; i++) {
+    if (!pick(i)) continue;
+    const k = typeof replies[i] === 'number' ? `pid ${replies[i]}` : String(replies[i]);
+    out[k] = (out[k] ?? 0) + 1;
+  }
+  return out;
+}
+
+privileged.serial('load: during an in-place replace every connection is answered by the process that owned the port when it was made — the old one before, the new one after, never a third', async t => {
+  t.timeout(180_000);
+  const {ns, sk} = await setup(t);
+  const oldServer = await server(t, ns, 7000);
+  const newServer = await server(t, ns, 7001);
+  const third = await server(t, ns, 7002);
+  // web (service id 0) and, beside it, another service (id 1) of a third process
+  await sk.ok(['attach', '--pid', String(oldServer.pid), '--name', 'web', '--ports', '8001-8010']);
+  await sk.ok(['attach', '--pid', String(third.pid), '--name', 'side', '--ports', '8101-8110']);
+  const ports = range(8001, 8010);
+  const load = startLoad(ns, {host: HOST, ports, rate: 400, timeoutMs: 15_000, record: true});
+  t.teardown(() => {
+    load.child.kill('SIGKILL');
+  });
+  await load.started;
+  await loadGoesOn(load, 500);
+  // every connection started before `before` has finished before the replace starts: the old
+  // process owned the port for all of them
+  const m1 = await load.mark();
+  await load.drained(m1);
+  const before = m1.attempted;
+  await sk.ok(['attach', '--pid', String(newServer.pid), '--name', 'web']);
+  // every connection started from `after` on is made after the replace returned: the new process owns the port
+  const after = (await load.mark()).attempted;
+  await loadGoesOn(load, 500);
+  const result = await load.stop();
+  const replies = result.replies ?? [];
+  t.is(replies.length, result.attempted, 'every connection recorded');
+  t.log(`${result.attempted} connections: ${before} before the replace, ${after - before} while it ran, ${result.attempted - after} after`);
+  t.log(`while it ran: ${JSON.stringify(tally(replies, before, after))} (old ${oldServer.pid}, new ${newServer.pid})`);
+
+  t.is(result.failed, 0, `no connection failed: ${JSON.stringify(result.errors)}`);
+  t.true(before >= 500 && result.attempted - after >= 500, 'connections on both sides of the replace');
+  t.deepEqual(tally(replies, 0, before), {[`pid ${oldServer.pid}`]: before}, 'before the replace: the old process only');
+  t.deepEqual(tally(replies, after, replies.length), {[`pid ${newServer.pid}`]: replies.length - after}, 'after it: the new process only');
+  const during = tally(replies, before, after);
+  t.deepEqual(
+    Object.keys(during).filter(k => k !== `pid ${oldServer.pid}` && k !== `pid ${newServer.pid}`),
+    [],
+    'while it ran: the old or the new process, never a third',
+  );
+  t.like(await sk.attachment('web'), {pid: newServer.pid, ports: range(8001, 8010), alive: true});
+  assertConsistent(t, sk.ino, true);
+});
+
+privileged.serial("load: a detached service's id, freed and taken by a new attach, never receives the detached service's connections; a third service's load is untouched", async t => {
+  t.timeout(180_000);
+  const {ns, sk} = await setup(t);
+  const steady = await server(t, ns, 7000);
+  const leaving = await server(t, ns, 7001);
+  const coming = await server(t, ns, 7002);
+  await sk.ok(['attach', '--pid', String(steady.pid), '--name', 'steady', '--ports', '8001-8004']);
+  await sk.ok(['attach', '--pid', String(leaving.pid), '--name', 'leaving', '--ports', '8101-8104']);
+  const freed = slotsOf(sk.ino).find(s => s.name === 'leaving')!.slot;
+  // connection i goes to ports[i % 8]: the steady service's ports and the leaving one's, interleaved
+  const ports = [8001, 8101, 8002, 8102, 8003, 8103, 8004, 8104];
+  const isSteady = (i: number): boolean => ports[i % ports.length] < 8100;
+  const load = startLoad(ns, {host: HOST, ports, rate: 400, timeoutMs: 15_000, record: true});
+  t.teardown(() => {
+    load.child.kill('SIGKILL');
+  });
+  await load.started;
+  await loadGoesOn(load, 500);
+  const m1 = await load.mark();
+  await load.drained(m1);
+  const before = m1.attempted;
+  await sk.ok(['detach', 'leaving']);
+  const detached = (await load.mark()).attempted;
+  await loadGoesOn(load, 200);
+  await sk.ok(['attach', '--pid', String(coming.pid), '--name', 'coming', '--ports', '8201-8204']);
+  const reused = slotsOf(sk.ino).find(s => s.name === 'coming')?.slot;
+  await loadGoesOn(load, 500);
+  const result = await load.stop();
+  const replies = result.replies ?? [];
+  t.is(replies.length, result.attempted, 'every connection recorded');
+  t.is(reused, freed, `the new service took the freed id ${freed}`);
+  t.log(`${result.attempted} connections; detach between ${before} and ${detached}; leaving's while it ran: ${JSON.stringify(tally(replies, before, detached, i => !isSteady(i)))}`);
+
+  const leavingPorts = (i: number): boolean => !isSteady(i);
+  t.deepEqual(tally(replies, 0, replies.length, isSteady), {[`pid ${steady.pid}`]: replies.filter((_, i) => isSteady(i)).length}, "the steady service's connections: all answered, by it");
+  t.deepEqual(tally(replies, 0, before, leavingPorts), {[`pid ${leaving.pid}`]: replies.slice(0, before).filter((_, i) => leavingPorts(i)).length}, 'the leaving service answered its ports before its detach');
+  t.deepEqual(
+    Object.keys(tally(replies, before, detached, leavingPorts)).filter(k => k !== `pid ${leaving.pid}` && k !== 'ECONNREFUSED'),
+    [],
+    'while the detach ran: the leaving service or a refusal',
+  );
+  t.deepEqual(
+    tally(replies, detached, replies.length, leavingPorts),
+    {ECONNREFUSED: replies.slice(detached).filter((_, i) => leavingPorts(detached + i)).length},
+    'after the detach its ports refuse, also once a new service holds its id',
+  );
+  t.false(replies.includes(coming.pid), 'no connection reached the service that took the freed id');
+  t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8201}), {ok: true, reply: {pid: coming.pid}});
+  assertConsistent(t, sk.ino, true);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Concurrency
 // ---------------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 // An open-loop TCP load client for the reliability tests, run as a standalone process inside a
 // test namespace:
 //
-//   node dist/test/helpers/load-client.js --host H --ports P1,P2,... --rate PER_SEC [--timeout MS]
+//   node dist/test/helpers/load-client.js --host H --ports P1,P2,... --rate PER_SEC [--timeout MS] [--record]
 //
 // Connection i starts at start + i/rate (whatever happened to earlier ones: a stall makes it catch
 // up in a burst instead of lowering the rate; at most 2,000 are open at once), goes to ports[i % ports.length], reads the server's
 // JSON reply ({pid, ...}) up to its FIN, then closes (the client closes second, so it leaves no TIME_WAIT behind).
+//
+// With --record, the result also lists every connection's outcome in the order they were started
+// (`replies[i]`: the replying pid, or the error code), so a test can tell who answered when.
 //
 // It runs until told to stop, so that a test decides by counts (never by time) how long the load
 // lasts. Commands on stdin, one per line:
@@ -46,6 +49,8 @@ export interface LoadResult {
   maxInFlight: number;
   /** slowest successful connection, ms */
   slowestMs: number;
+  /** with --record: connection i (in start order, to ports[i % ports.length]) → the replying pid or the error code */
+  replies?: (number | string)[];
 }
 
 interface Args {
@@ -53,6 +58,7 @@ interface Args {
   ports: number[];
   rate: number;
   timeoutMs: number;
+  record: boolean;
 }
 
 export interface LoadMark {
@@ -65,7 +71,7 @@ export interface LoadMark {
 function parse(argv: string[]): Args {
   const {values} = parseArgs({
     args: argv,
-    options: {host: {type: 'string'}, ports: {type: 'string'}, rate: {type: 'string'}, timeout: {type: 'string'}},
+    options: {host: {type: 'string'}, ports: {type: 'string'}, rate: {type: 'string'}, timeout: {type: 'string'}, record: {type: 'boolean'}},
     strict: true,
   });
   const ports = (values.ports ?? '').split(',').map(Number);
@@ -75,7 +81,7 @@ function parse(argv: string[]): Args {
   const rate = Number(values.rate);
   const timeoutMs = Number(values.timeout ?? 10_000);
   if (!(rate > 0) || !(timeoutMs > 0)) throw new Error('--rate and --timeout must be positive');
-  return {host, ports, rate, timeoutMs};
+  return {host, ports, rate, timeoutMs, record: values.record === true};
 }
 
 /** What drives the client: counts to report, and when to stop. */
@@ -104,6 +110,8 @@ async function run(a: Args, control: LoadControl): Promise<LoadResult> {
     slowestMs: 0,
   };
   for (const p of a.ports) r.perPort[p] = {ok: 0, failed: 0};
+  const replies: (number | string)[] | undefined = a.record ? [] : undefined;
+  if (replies) r.replies = replies;
   const start = performance.now();
   let inFlight = 0;
   let stopping = false;
@@ -127,6 +135,7 @@ async function run(a: Args, control: LoadControl): Promise<LoadResult> {
   const done = (idx: number, port: number, startedAt: number, outcome: {pid: number} | {error: string}): void => {
     inFlight--;
     finishedIdx[idx] = true;
+    if (replies) replies[idx] = 'pid' in outcome ? outcome.pid : outcome.error;
     if ('pid' in outcome) {
       r.succeeded++;
       r.perPort[port].ok++;
