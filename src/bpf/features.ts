@@ -11,7 +11,7 @@
  */
 import {closeSync, openSync} from 'node:fs';
 import {libbpf, libc} from '../ffi/index.js';
-import {errorFor, NotSupportedError} from './errors.js';
+import {BpfError, errorFor, NotSupportedError} from './errors.js';
 import {errnoName} from './errno.js';
 import {BPF_PROG_TYPE_SK_LOOKUP, BPF_PROG_TYPE_XDP} from './program.js';
 
@@ -94,6 +94,7 @@ const MAP_CREATE_OPTS_SIZE = 48;
 /** offsetofend(struct bpf_prog_load_opts, expected_attach_type): the prefix we fill. */
 const PROG_LOAD_OPTS_SIZE = 16;
 const CLONE_NEWNET = 0x40000000;
+const UNSHARE_OP = 'creating a throwaway network namespace for the probes (unshare)';
 const AF_INET = 2;
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
@@ -170,10 +171,7 @@ function withFds<T>(fn: (keep: (fd: number) => number) => T): T {
 function inThrowawayNetns<T>(fn: (netnsFd: number) => T): T {
   const self = openSync('/proc/thread-self/ns/net', 'r');
   try {
-    if (libc.unshare(CLONE_NEWNET) !== 0) {
-      const e = libc.errno();
-      throw errorFor('creating a throwaway network namespace for the probes (unshare)', e);
-    }
+    if (libc.unshare(CLONE_NEWNET) !== 0) throw errorFor(UNSHARE_OP, libc.errno());
     let ns = -1;
     try {
       ns = openSync('/proc/thread-self/ns/net', 'r');
@@ -349,7 +347,18 @@ export function probeProgType(feature: 'sk_lookup' | 'xdp'): boolean {
  * `available` overrides the probe (tests); by default the feature's own probe runs.
  */
 export function requireFeature(feature: Feature, available: () => boolean = () => probe(feature).available): void {
-  if (faked(feature) || !available()) {
+  let ok = false;
+  if (!faked(feature)) {
+    try {
+      ok = available();
+    } catch (error) {
+      // A process that may not create a network namespace (no CAP_SYS_ADMIN) cannot run the probes
+      // that need one; the operation itself will say whether the kernel has the feature.
+      if (error instanceof BpfError && error.op === UNSHARE_OP) return;
+      throw error;
+    }
+  }
+  if (!ok) {
     const e = cache.get(feature)?.errno;
     throw new NotSupportedError(FEATURES[feature].description, FEATURES[feature].minKernel, e === undefined ? '' : errnoName(e).split(':')[0]);
   }

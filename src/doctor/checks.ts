@@ -290,7 +290,13 @@ async function checkKernelFeature(id: KernelCheck, prerequisites: {libbpf: boole
     if (result.available) return {...base, ok: true, detail: `${info.description} (Linux ≥${info.minKernel})`, hint: null};
     return {...base, ok: false, detail: `${info.description}: not supported by this kernel (${result.reason})`, hint: needed};
   } catch (error) {
-    if ((error as Error).name === 'PermissionError') return notChecked('permission denied', 'run skl doctor as root');
+    if ((error as Error).name === 'PermissionError') {
+      // the probes that attach something do it in a throwaway network namespace: that takes CAP_SYS_ADMIN
+      if (/unshare/.test((error as {op?: string}).op ?? '')) {
+        return notChecked('creating a throwaway network namespace for the probe needs CAP_SYS_ADMIN', 'run skl doctor as root (with CAP_SYS_ADMIN)');
+      }
+      return notChecked('permission denied', 'run skl doctor as root');
+    }
     return {...base, ok: false, detail: `${info.description}: ${firstLine(error)}`, hint: needed};
   }
 }
@@ -317,7 +323,7 @@ function featureReport(feature: SklFeature, checks: readonly Check[]): FeatureRe
   let detail = 'available';
   if (!available) {
     const first = missing[0];
-    const kernel = first.minKernel === null ? '' : `needs Linux ≥${first.minKernel}: `;
+    const kernel = first.minKernel === null || first.detail.includes(': not checked: ') ? '' : `needs Linux ≥${first.minKernel}: `;
     detail = `${kernel}${first.detail}${missing.length > 1 ? ` (and ${missing.length - 1} more failed check${missing.length > 2 ? 's' : ''}: ${missing.slice(1).map((c) => c.id).join(', ')})` : ''}`;
   }
   return {id: feature.id, name: feature.name, planned: feature.planned, available, needs: [...feature.needs], minKernel, detail};
