@@ -27,7 +27,7 @@ import {
 import {createNetns, type Netns} from './helpers/netns.js';
 import {netnsLinks as linksOnNetns} from './helpers/links.js';
 import {privileged} from './helpers/privileged.js';
-import {startLoad} from './helpers/reliability.js';
+import {assertStateUnchanged, pinnedState, snapshotState, startLoad} from './helpers/reliability.js';
 import {startToyServer, type ToyServer} from './helpers/servers.js';
 
 const LO4 = '127.0.0.1';
@@ -273,13 +273,15 @@ privileged.serial('two attachments side by side; a port claimed by one is refuse
   await steered(t, ns, a, 7601);
   await steered(t, ns, b, 7700);
 
-  const before = await skl.status();
+  const before = await snapshotState(ns.path);
   failsCleanly(t, await skl.run(['attach', ...pidArgs(b), '--ports', '7601,7800', '--name', 'gamma']), 1, /port 7601 already belongs to alpha/);
+  t.deepEqual(pinnedState(skl.ino), before.pinned, 'a refused attach changed nothing (read raw)');
   failsCleanly(t, await skl.run(['ports', 'add', 'beta', '7600']), 1, /port 7600 already belongs to alpha/);
+  t.deepEqual(pinnedState(skl.ino), before.pinned, 'a refused ports add changed nothing (read raw)');
   failsCleanly(t, await skl.run(['attach', ...pidArgs(b), '--ports', '7700,7601', '--name', 'beta']), 1, /7601 .*alpha/);
+  await assertStateUnchanged(t, ns.path, before, 'refused commands');
   // the same ports under the other protocol are free
   const udp = await startToyServer(ns, {proto: 'udp', host: LO4});
-  t.deepEqual(await skl.status(), before, 'refused commands changed nothing');
   await skl.ok(['attach', ...pidArgs(udp), '--proto', 'udp', '--ports', '7600', '--name', 'udp-7600']);
   await steered(t, ns, udp, 7600, {proto: 'udp'});
 
@@ -390,9 +392,9 @@ privileged.serial('ports add and ports remove change the ports live', async t =>
   const human = await skl.ok(['ports', 'add', 'live', '7504']);
   t.regex(human.stdout, /live: added 7504; TCP ports now 7501,7503-7504/);
 
-  const before = await skl.status();
+  const before = await snapshotState(ns.path);
   failsCleanly(t, await skl.run(['ports', 'remove', 'live', '7502,7503']), 2, /does not have TCP port 7502/);
-  t.deepEqual(await skl.status(), before, 'a refused remove removes nothing, not even the ports it has');
+  await assertStateUnchanged(t, ns.path, before, 'a refused remove removes nothing, not even the ports it has');
   await steered(t, ns, server, 7503);
   t.deepEqual((await skl.attachment('live')).ports, [7501, 7503, 7504]);
 });
@@ -731,7 +733,7 @@ privileged.serial('bad input: exit 2 (invalid) or 1 (failed), one line on stderr
   const P = String(server.pid);
   await skl.ok(['attach', '--pid', P, '--ports', '8700-8701', '--name', 'base']);
   await skl.ok(['attach', '--pid', P, '--ports', '8800', '--name', 'taken']);
-  const before = await skl.status();
+  const before = await snapshotState(ns.path);
 
   const invalid: [string[], RegExp][] = [
     [['attach', '--pid', P, '--ports', '0'], /port 0 /],
@@ -779,14 +781,16 @@ privileged.serial('bad input: exit 2 (invalid) or 1 (failed), one line on stderr
     [['detach', 'nope'], /no service named nope/],
     [['status', 'nope'], /no service named nope/],
   ];
+  // after each, the pinned state read raw (the next skl would repair half-made state before it reads)
   for (const [args, message] of invalid) {
     failsCleanly(t, await skl.run(args), 2, message, args.join(' '));
+    t.deepEqual(pinnedState(skl.ino), before.pinned, `state unchanged after: ${args.join(' ')}`);
   }
-  t.deepEqual(await skl.status(), before, 'invalid input changed nothing');
   for (const [args, message] of failing) {
     failsCleanly(t, await skl.run(args), 1, message, args.join(' '));
-    t.deepEqual(await skl.status(), before, `state unchanged after: ${args.join(' ')}`);
+    t.deepEqual(pinnedState(skl.ino), before.pinned, `state unchanged after: ${args.join(' ')}`);
   }
+  await assertStateUnchanged(t, ns.path, before, 'bad input');
 
   // namespace files that are not usable
   failsCleanly(t, await runSkl(['status'], {netns: '/nonexistent/netns'}), 2, /--netns \/nonexistent\/netns: cannot open it/);
@@ -802,7 +806,7 @@ privileged.serial('not root: one clear line, exit 1, and nothing changed or misr
   const skl = useSkl(t, ns);
   const server = await startToyServer(ns, {proto: 'tcp', host: LO4});
   await skl.ok(['attach', ...pidArgs(server), '--ports', '8900', '--name', 'rooted']);
-  const before = await skl.status();
+  const before = await snapshotState(ns.path);
 
   const asNobody = (args: string[]): Promise<SklResult> =>
     new Promise((resolve, reject) => {
@@ -830,8 +834,9 @@ privileged.serial('not root: one clear line, exit 1, and nothing changed or misr
     ['detach', '--all'],
   ]) {
     failsCleanly(t, await asNobody(args), 1, /root/, args.join(' '));
+    t.deepEqual(pinnedState(skl.ino), before.pinned, `state unchanged after: ${args.join(' ')} (read raw)`);
   }
-  t.deepEqual(await skl.status(), before);
+  await assertStateUnchanged(t, ns.path, before, 'not root');
   await steered(t, ns, server, 8900);
 });
 

@@ -11,12 +11,14 @@ import {createNetns, type Netns} from './helpers/netns.js';
 import {eventually, SKL_PIN_ROOT, useSkl, type SklContext, type StatusJson} from './helpers/dispatcher.js';
 import {connectOnce, netCounters, runClient} from './helpers/clients.js';
 import {
+  assertStateUnchanged,
   describeRun,
   pinEntriesOf,
   pinFilesOf,
   PIN_FILES,
   runSkl,
   slotsOf,
+  snapshotState,
   startLoad,
   startQuietServer,
   stderrLines,
@@ -548,7 +550,7 @@ privileged.serial('fault: bpffs not mounted (private mount namespace) → one cl
   const {ns, sk} = await setup(t);
   const s = await server(t, ns, 7000);
   await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001']);
-  const before = await runSkl(['status', '--json'], {netns: ns.path});
+  const before = await snapshotState(ns.path);
   const attach = ['attach', '--pid', String(s.pid), '--name', 'other', '--ports', '8002'];
   const scripts = {
     'tmpfs over /sys/fs/bpf': 'umount /sys/fs/bpf 2>/dev/null; mount -t tmpfs none /sys/fs/bpf && exec "$@"',
@@ -563,9 +565,7 @@ privileged.serial('fault: bpffs not mounted (private mount namespace) → one cl
       t.regex(r.stderr, /^error: \/sys\/fs\/bpf is not a BPF filesystem.*mount -t bpf bpf \/sys\/fs\/bpf/);
     }
   }
-  const after = await runSkl(['status', '--json'], {netns: ns.path});
-  t.is(after.stdout, before.stdout, 'state unchanged');
-  t.deepEqual(pinEntriesOf(sk.ino), [String(sk.ino)]);
+  await assertStateUnchanged(t, ns.path, before, 'skl without the host bpffs');
 
   // a private mount namespace that still has the host's bpffs (a copy of the mount): works, and the pins outlive it
   const priv = await runSkl(attach, {netns: ns.path, wrap: ['unshare', '-m', '--propagation', 'private'], timeoutMs: 20_000});
@@ -726,7 +726,7 @@ privileged.serial('fault: a kernel without sk_lookup (probe seam) → exit 1 nam
   const {ns, sk} = await setup(t);
   const s = await server(t, ns, 7000);
   await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001']);
-  const before = await runSkl(['status', '--json'], {netns: ns.path});
+  const before = await snapshotState(ns.path);
   for (const extra of [[], ['--foreground']]) {
     const r = await runSkl(['attach', '--pid', String(s.pid), '--name', 'new', '--ports', '8002', ...extra], {
       netns: ns.path,
@@ -736,6 +736,5 @@ privileged.serial('fault: a kernel without sk_lookup (probe seam) → exit 1 nam
     t.is(r.code, 1, describeRun(r));
     t.deepEqual(stderrLines(r), ['error: BPF sk_lookup programs is not supported by this kernel: it needs Linux ≥5.9']);
   }
-  const after = await runSkl(['status', '--json'], {netns: ns.path});
-  t.is(after.stdout, before.stdout);
+  await assertStateUnchanged(t, ns.path, before, 'a kernel without sk_lookup');
 });

@@ -14,14 +14,16 @@ import {connectOnce} from './helpers/clients.js';
 import {startToyServer} from './helpers/servers.js';
 import {
   AS_NOBODY,
+  assertStateUnchanged,
   describeRun,
   modeOf,
   pinEntriesOf,
   pinFilesOf,
+  pinnedState,
   PIN_FILES,
   runSkl,
+  snapshotState,
   startQuietServer,
-  statusText,
   stderrLines,
   treeOf,
   type QuietServer,
@@ -67,7 +69,7 @@ privileged('state: a name can never address a path (hostile names refused, nothi
   const s = await server(t, ns, HOST, 7000);
   await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001']);
   const marker = `skl-evil-${process.pid}`;
-  const before = await statusText(ns.path);
+  const before = await snapshotState(ns.path);
   const hostile = [
     `../../../../tmp/${marker}`,
     `../${marker}`,
@@ -83,8 +85,9 @@ privileged('state: a name can never address a path (hostile names refused, nothi
     t.is(r.code, 2, `${JSON.stringify(name)}: ${describeRun(r)}`);
     t.is(stderrLines(r).length, 1);
     t.regex(r.stderr, /invalid name/);
+    t.deepEqual(pinnedState(sk.ino), before.pinned, `${JSON.stringify(name)}: state unchanged (read raw)`);
   }
-  t.is(await statusText(ns.path), before, 'state unchanged');
+  await assertStateUnchanged(t, ns.path, before, 'hostile names');
   const found = [...treeOf('/sys/fs/bpf').filter(p => p.includes(marker)), ...readdirSync('/tmp').filter(p => p.includes(marker))];
   t.deepEqual(found, [], 'no file or directory named after a hostile name');
 
@@ -104,7 +107,7 @@ privileged("permission: taking another process's socket needs ptrace-level permi
   const {ns, sk} = await setup(t);
   const s = await server(t, ns, HOST, 7000);
   await sk.ok(['attach', '--pid', String(s.pid), '--name', 'web', '--ports', '8001']);
-  const before = await statusText(ns.path);
+  const before = await snapshotState(ns.path);
   const pinsBefore = pinFilesOf(sk.ino);
   const attachOther = ['attach', '--pid', String(s.pid), '--name', 'other', '--ports', '8002'];
 
@@ -113,11 +116,13 @@ privileged("permission: taking another process's socket needs ptrace-level permi
   t.is(nobody.code, 1, describeRun(nobody));
   t.deepEqual(stderrLines(nobody).length, 1);
   t.regex(nobody.stderr, /permission denied.*run as root/);
+  t.deepEqual(pinnedState(sk.ino), before.pinned, 'nothing changed by the unprivileged attach (read raw)');
 
   // root without CAP_SYS_PTRACE: BPF works, but the target's sockets are not ours to take
   const noPtrace = await runSkl(attachOther, {netns: ns.path, wrap: ['setpriv', '--bounding-set=-sys_ptrace', '--inh-caps=-sys_ptrace']});
   t.is(noPtrace.code, 1, describeRun(noPtrace));
   t.deepEqual(stderrLines(noPtrace), [`error: not permitted to inspect process ${s.pid}'s sockets: needs ptrace access to it (CAP_SYS_PTRACE): run as root`]);
+  t.deepEqual(pinnedState(sk.ino), before.pinned, 'nothing changed by the attach without CAP_SYS_PTRACE (read raw)');
 
   // the kernel's own gate, pidfd_getfd, as an unprivileged user (the fd is the listening socket)
   const fd = readdirSync(`/proc/${s.pid}/fd`).find(f => {
@@ -134,7 +139,7 @@ try { duplicateFd(${s.pid}, ${fd}); console.log('DUPLICATED'); } catch (e) { con
   const dup = spawnSync(AS_NOBODY[0], [...AS_NOBODY.slice(1), process.execPath, '--input-type=module', '-e', code], {encoding: 'utf8'});
   t.is(dup.stdout.trim(), `SklError: not permitted to take fd ${fd} of process ${s.pid}: needs ptrace access (CAP_SYS_PTRACE): run as root`, dup.stderr);
 
-  t.is(await statusText(ns.path), before, 'no partial attach: state byte-for-byte unchanged');
+  await assertStateUnchanged(t, ns.path, before, 'no partial attach');
   t.deepEqual(pinFilesOf(sk.ino), pinsBefore);
   t.deepEqual(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8002}), {ok: false, error: 'ECONNREFUSED'}, 'port 8002 was never steered');
 });
@@ -177,13 +182,13 @@ privileged('hijack guard: a range that merely contains a port another socket ser
   ];
   const check = async (list: {args: string[]; says: RegExp}[]): Promise<void> => {
     for (const {args, says} of list) {
-      const before = await statusText(ns.path);
+      const before = await snapshotState(ns.path);
       const r = await runSkl(args, {netns: ns.path});
       t.is(r.code, 1, `${args.join(' ')}: ${describeRun(r)}`);
       t.is(stderrLines(r).length, 1, r.stderr);
       t.regex(r.stderr, says);
       t.regex(r.stderr, /would take its connections \(hijacking that service\); leave it out \(a narrower --address, other ports\) or use --force/);
-      t.is(await statusText(ns.path), before, `${args.join(' ')} changed nothing`);
+      await assertStateUnchanged(t, ns.path, before, args.join(' '));
     }
   };
   await check(refusals);

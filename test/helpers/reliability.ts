@@ -8,7 +8,9 @@ import type {ChildProcess} from 'node:child_process';
 import {existsSync, readdirSync, statSync} from 'node:fs';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
+import type {ExecutionContext} from 'ava';
 import {BpfMap, u32Key} from '../../src/bpf/map.js';
+import {Link} from '../../src/bpf/link.js';
 import {decodeService, SERVICE_SIZE, MAX_SERVICES, SVC_FREE} from '../../src/dispatcher/layout.js';
 import type {Netns} from './netns.js';
 import {stopChild} from './netns.js';
@@ -238,6 +240,88 @@ export function slotsOf(ino: number): SlotView[] {
   } finally {
     m.close();
   }
+}
+
+/**
+ * A namespace's pinned skl state, read straight from bpffs by the test process: the entries of
+ * skl's root that belong to it (its directory, scratch directories, change journals), the pins in
+ * its directory, the link (id and program), and every non-empty entry of every map (keys and
+ * values as hex; target_socket's values are the sockets' cookies). No skl runs, so nothing is
+ * repaired first: half-made state left by a command shows here, where `skl status` (which repairs
+ * before it reads) would hide it.
+ */
+export interface PinnedState {
+  entries: string[];
+  files: string[];
+  link?: {id: number; progId: number};
+  maps: Record<string, Record<string, string>>;
+}
+
+export function pinnedState(ino: number): PinnedState {
+  const dir = `${SKL_PIN_ROOT}/${ino}`;
+  const out: PinnedState = {entries: pinEntriesOf(ino), files: pinFilesOf(ino), maps: {}};
+  if (out.files.includes('link')) {
+    const l = Link.openPinned(`${dir}/link`);
+    try {
+      const i = l.info();
+      out.link = {id: i.id, progId: i.progId};
+    } finally {
+      l.close();
+    }
+  }
+  for (const name of out.files.filter(f => f !== 'link')) {
+    const m = BpfMap.openPinned(`${dir}/${name}`);
+    const entries: Record<string, string> = {};
+    const put = (k: Buffer, v: Buffer): void => {
+      if (v.some(b => b !== 0)) entries[k.toString('hex')] = v.toString('hex');
+    };
+    try {
+      if (name === 'bindings') {
+        // an LPM trie: no batch lookup
+        for (const k of m.keys()) put(k, m.lookup(k) ?? Buffer.alloc(0));
+      } else if (name === 'target_socket') {
+        // a SOCKMAP: lookups return the socket's cookie; no batch lookup
+        for (let i = 0; i < m.maxEntries; i++) {
+          const v = m.lookup(u32Key(i));
+          if (v) put(u32Key(i), v);
+        }
+      } else {
+        m.lookupAll((keys, values, count) => {
+          for (let i = 0; i < count; i++) put(keys.subarray(i * m.keySize, (i + 1) * m.keySize), values.subarray(i * m.lookupSize, (i + 1) * m.lookupSize));
+        }, 4096);
+      }
+    } finally {
+      m.close();
+    }
+    out.maps[name] = entries;
+  }
+  return out;
+}
+
+/** What a rejected command must leave as it was: the raw pinned state, and what `skl status --json` says of it. */
+export interface StateSnapshot {
+  pinned: PinnedState;
+  status: string;
+}
+
+/** The state before a command: `skl status --json` (which must find nothing to repair), then the raw pins. */
+export async function snapshotState(netns: string): Promise<StateSnapshot> {
+  const r = await runSkl(['status', '--json'], {netns});
+  if (r.code !== 0 || stderrLines(r).length > 0) throw new Error(`skl status --json before the command: ${describeRun(r)}`);
+  return {status: r.stdout, pinned: pinnedState(statSync(netns).ino)};
+}
+
+/**
+ * The state after a command that must have changed nothing: first the raw pins (before any skl
+ * runs: a half-made change would still be there), then `skl status --json`, which must have
+ * nothing to repair (no notice) and print the same bytes.
+ */
+export async function assertStateUnchanged(t: ExecutionContext, netns: string, before: StateSnapshot, what: string): Promise<void> {
+  t.deepEqual(pinnedState(statSync(netns).ino), before.pinned, `${what}: the pinned state, read raw, is unchanged`);
+  const r = await runSkl(['status', '--json'], {netns});
+  t.is(r.code, 0, `${what}: skl status --json: ${describeRun(r)}`);
+  t.deepEqual(stderrLines(r), [], `${what}: nothing left for the next skl to repair`);
+  t.is(r.stdout, before.status, `${what}: skl status --json is byte-for-byte the same`);
 }
 
 /** Mode bits (permissions) and owner of a path. */
