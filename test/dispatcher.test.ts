@@ -1,6 +1,8 @@
 // End-to-end tests of the dispatcher through the real CLI: `node bin/run.js attach|detach|status|
 // ports ... --netns /run/netns/<test namespace>`, started from outside that namespace and never
-// acting on the namespace it runs in (the host's). Each test gets its own namespace with toy servers in it and asserts what a user observes:
+// acting on the namespace it runs in (the host's) — or, for the tests marked "the everyday form",
+// run inside the test namespace (`nsenter --net=/run/netns/<test namespace> skl ...`, no --netns),
+// as a user runs it. Each test gets its own namespace with toy servers in it and asserts what a user observes:
 // connections to the extra ports succeed and the target server's reply shows it accepted them
 // (`reply.pid` is the server's pid, `reply.localPort` the extra port dialled), or they are refused.
 //
@@ -105,9 +107,9 @@ function netnsLinks(ino: number): number {
 
 // ---------------------------------------------------------------------------------------------
 
-privileged.serial('TCP: single extra ports and a range reach the target; its own port still works', async t => {
+privileged.serial('TCP: single extra ports and a range reach the target; its own port still works (the everyday form: inside the namespace, no --netns)', async t => {
   const ns = createNetns(t);
-  const skl = useSkl(t, ns);
+  const skl = useSkl(t, ns, {inside: true});
   const server = await startToyServer(ns, {proto: 'tcp', host: LO4});
 
   const r = await skl.ok(['attach', ...pidArgs(server), '--ports', '8081,9000-9010', '--name', 'web', '--json']);
@@ -369,9 +371,9 @@ privileged.serial('several listeners: refused with the list (exit 2), then --lis
   ]);
 });
 
-privileged.serial('ports add and ports remove change the ports live', async t => {
+privileged.serial('ports add and ports remove change the ports live (the everyday form: inside the namespace, no --netns)', async t => {
   const ns = createNetns(t);
-  const skl = useSkl(t, ns);
+  const skl = useSkl(t, ns, {inside: true});
   const server = await startToyServer(ns, {proto: 'tcp', host: LO4});
   await skl.ok(['attach', ...pidArgs(server), '--ports', '7500', '--name', 'live']);
   await refused(t, ns, 7502);
@@ -399,9 +401,9 @@ privileged.serial('ports add and ports remove change the ports live', async t =>
   t.deepEqual((await skl.attachment('live')).ports, [7501, 7503, 7504]);
 });
 
-privileged.serial('detach one attachment, then --all: ports stop at once, own ports keep working, no pins left', async t => {
+privileged.serial('detach one attachment, then --all: ports stop at once, own ports keep working, no pins left (the everyday form: inside the namespace, no --netns)', async t => {
   const ns = createNetns(t);
-  const skl = useSkl(t, ns);
+  const skl = useSkl(t, ns, {inside: true});
   const a = await startToyServer(ns, {proto: 'tcp', host: LO4});
   const b = await startToyServer(ns, {proto: 'udp', host: LO4});
   await skl.ok(['attach', ...pidArgs(a), '--ports', '7600,7610-7620', '--name', 'alpha']);
@@ -429,7 +431,7 @@ privileged.serial('detach one attachment, then --all: ports stop at once, own po
 
   const nothing = await skl.ok(['detach', '--all']);
   t.regex(nothing.stdout, /nothing attached/);
-  failsCleanly(t, await skl.run(['detach', 'alpha']), 1, /no service named alpha/);
+  failsCleanly(t, await skl.run(['detach', 'alpha']), 1, /^error: no service named alpha in this network namespace$/m);
 });
 
 privileged.serial('re-attaching a name with a new --pid replaces the target in place, without refusing connections', async t => {
@@ -523,9 +525,9 @@ privileged.serial('target process killed: its extra ports refuse at once and sta
   await steered(t, ns, bystander, bystander.port);
 });
 
-privileged.serial('foreground: status and conflicts both ways while it runs; SIGTERM detaches and exits 0', async t => {
+privileged.serial('foreground: status and conflicts both ways while it runs; SIGTERM detaches and exits 0 (the everyday form: inside the namespace, no --netns)', async t => {
   const ns = createNetns(t);
-  const skl = useSkl(t, ns);
+  const skl = useSkl(t, ns, {inside: true});
   const server = await startToyServer(ns, {proto: 'tcp', host: LO4});
   const fg = await skl.foreground(['attach', ...pidArgs(server), '--ports', '8100-8101', '--name', 'fg']);
   t.like(fg.attached, {event: 'attached', name: 'fg', pid: server.pid, foreground: true, ports: [8100, 8101]});
@@ -602,11 +604,11 @@ privileged.serial('foreground killed with SIGKILL: nothing remains and its ports
   await steered(t, ns, server, 8300);
 });
 
-privileged.serial('status --json: every attachment with its pid, protocol, ports, liveness and counts', async t => {
+privileged.serial('status --json: every attachment with its pid, protocol, ports, liveness and counts (the everyday form: inside the namespace, no --netns)', async t => {
   const ns = createNetns(t);
-  const skl = useSkl(t, ns);
+  const skl = useSkl(t, ns, {inside: true});
   const empty = await skl.status();
-  t.deepEqual(empty, {netns: ns.path, netnsIno: skl.ino, dispatcher: false, attachments: []});
+  t.deepEqual(empty, {netns: '/proc/self/ns/net', netnsIno: skl.ino, dispatcher: false, attachments: []}, 'the namespace skl runs in');
 
   const web = await startToyServer(ns, {proto: 'tcp', host: LO4});
   const dns = await startToyServer(ns, {proto: 'udp', host: LO4});
@@ -620,7 +622,7 @@ privileged.serial('status --json: every attachment with its pid, protocol, ports
   for (let i = 0; i < 2; i++) await steered(t, ns, dns, 5353, {proto: 'udp'});
 
   const st = await skl.status();
-  t.like(st, {netns: ns.path, netnsIno: skl.ino, dispatcher: true});
+  t.like(st, {netns: '/proc/self/ns/net', netnsIno: skl.ino, dispatcher: true});
   t.deepEqual(st.attachments.map(a => a.name), ['dns', `node-${web.pid}`], 'sorted by name; default name <comm>-<pid>');
   const [d, w] = st.attachments;
   t.like(w, {
@@ -647,7 +649,7 @@ privileged.serial('status --json: every attachment with its pid, protocol, ports
   const human = await skl.ok(['status']);
   t.regex(human.stdout, /NAME +PID +COMMAND +PROTO +LISTENER +PORTS +REDIRECTED/);
   t.regex(human.stdout, new RegExp(`node-${web.pid} +${web.pid} +node +tcp +127\\.0\\.0\\.1:${web.port} +7000,7002-7003 +5 `));
-  failsCleanly(t, await skl.run(['status', 'nope']), 1, /no service named nope/);
+  failsCleanly(t, await skl.run(['status', 'nope']), 1, /^error: no service named nope in this network namespace$/m);
 });
 
 privileged.serial('65,535 ports attached; connections to the lowest and highest work', async t => {
@@ -680,6 +682,28 @@ privileged.serial('65,535 ports attached; connections to the lowest and highest 
   const rm = await skl.ok(['ports', 'remove', 'all', '20000', '--json']);
   t.is((rm.json as {ports: number[]}).ports.length, 65534);
   await steered(t, ns, other, 20000);
+});
+
+privileged.serial('the everyday form, inside the namespace with no --netns: messages name this network namespace; a socket of another namespace is refused, naming the --netns to use', async t => {
+  const home = createNetns(t);
+  const elsewhere = createNetns(t);
+  const sklHome = useSkl(t, home, {inside: true});
+  const sklElsewhere = useSkl(t, elsewhere, {inside: true});
+  const server = await startToyServer(home, {proto: 'tcp', host: LO4});
+  await sklHome.ok(['attach', ...pidArgs(server), '--ports', '8400', '--name', 'web']);
+  await steered(t, home, server, 8400);
+
+  failsCleanly(t, await sklHome.run(['detach', 'nosuch']), 1, /^error: no service named nosuch in this network namespace \(there are: web\)$/m);
+  failsCleanly(t, await sklHome.run(['ports', 'add', 'nosuch', '8401']), 1, /^error: no service named nosuch in this network namespace \(see skl status\)$/m);
+  failsCleanly(t, await sklHome.run(['status', 'nosuch']), 1, /^error: no service named nosuch in this network namespace$/m);
+  // the target's socket is in `home`; this skl runs in `elsewhere`
+  const wrong = await sklElsewhere.run(['attach', ...pidArgs(server), '--ports', '8402', '--name', 'x']);
+  failsCleanly(t, wrong, 1, new RegExp(`^error: the sockets of process ${server.pid} belong to another network namespace than this one; attach there with --netns /proc/${server.pid}/ns/net$`, 'm'));
+  t.deepEqual(pinsOf(sklElsewhere.ino), []);
+  t.like(await sklHome.status(), {netns: '/proc/self/ns/net', netnsIno: sklHome.ino});
+  t.deepEqual((await sklElsewhere.status()).attachments, []);
+  await sklHome.ok(['detach', 'web']);
+  await refused(t, home, 8400);
 });
 
 privileged.serial('--netns from outside: a socket of another namespace is refused, naming the --netns to use', async t => {

@@ -8,7 +8,7 @@ import type {Proto} from '../sys/sockets.js';
 import {bindingSpecs, bindingsOf, groupBindings, portsText, bindingId, type BindingSpec} from './bindings.js';
 import {defaultName, validateName, type AddressPrefix, type PortSpec} from './input.js';
 import {anyPrefix, LAYOUT, MAX_SERVICES, prefixText, SVC_READY, type Prefix} from './layout.js';
-import {checkClaims, checkHijack, closeAll, legacyClaims, openAll, ownSockets, servicesByName, socketId, withNetns, type LegacyClaim, type ServiceRef} from './namespace.js';
+import {checkClaims, checkHijack, closeAll, DEFAULT_NETNS, legacyClaims, openAll, ownSockets, servicesByName, socketId, withNetns, type LegacyClaim, type ServiceRef} from './namespace.js';
 import {familiesOf, releaseService, removeService, replaceService, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
 import {DispatcherState, dispatcherObjectBytes} from './state.js';
 import {mapsOf, PROGRAM_NAME, Store, type StoreOptions} from './store.js';
@@ -138,7 +138,8 @@ function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promi
     const t = takeService({pid, protos, fds: asList(opts.fd), listeners: asList(opts.listener), retry});
     try {
       if (t.netnsIno !== undefined && t.netnsIno !== ns.ino) {
-        throw new SklError(`the sockets of process ${t.pid} belong to another network namespace than ${ns.path}; attach there with --netns /proc/${t.pid}/ns/net`);
+        const here = ns.path === DEFAULT_NETNS ? 'this one' : ns.path;
+        throw new SklError(`the sockets of process ${t.pid} belong to another network namespace than ${here}; attach there with --netns /proc/${t.pid}/ns/net`);
       }
       const name = opts.name ?? defaultName(t.comm, t.pid);
       return await store.locked(() => {

@@ -1,12 +1,16 @@
 // Helpers for the dispatcher's end-to-end tests: run the real CLI (`node bin/run.js ...`) against a
-// test namespace with `--netns`, from outside it, and check what it leaves in bpffs.
+// test namespace — with `--netns`, from outside it, or (useSkl's `inside`) the everyday way, in the
+// namespace itself (`nsenter --net=/run/netns/NAME skl ...`, no --netns) — and check what it leaves
+// in bpffs.
 //
 // Every skl process started here is a direct child of the test process and is stopped by its own
-// PID; nothing here ever acts on the host's network namespace (every command gets `--netns`).
+// PID; nothing here ever acts on the host's network namespace (every command gets `--netns`, or
+// runs entered into the test namespace).
 import {spawn, type ChildProcess} from 'node:child_process';
 import {existsSync, readdirSync, rmdirSync, statSync, unlinkSync} from 'node:fs';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
+import {findExecutable} from './privileged.js';
 import type {ExecutionContext} from 'ava';
 import type {AttachmentStatus} from '../../src/dispatcher/api.js';
 import type {Netns} from './netns.js';
@@ -116,6 +120,18 @@ export function skl(args: readonly string[], opts: {netns: string; timeoutMs?: n
   return runSkl(args, opts);
 }
 
+/** `nsenter --net=PATH`: what runs a command inside a test namespace (and only its network namespace: bpffs stays the host's). */
+export function enter(nsPath: string): string[] {
+  const nsenter = findExecutable('nsenter');
+  if (nsenter === undefined) throw new Error('nsenter (util-linux) not found');
+  return [nsenter, `--net=${nsPath}`];
+}
+
+/** Run `skl ARGS` inside the namespace, the everyday way: entered with nsenter, no --netns. */
+export function sklInside(args: readonly string[], opts: {netns: string; timeoutMs?: number}): Promise<SklResult> {
+  return runSkl(args, {wrap: enter(opts.netns), timeoutMs: opts.timeoutMs});
+}
+
 /** Describe a run for assertion messages. */
 export function show(r: SklResult): string {
   return `exit ${r.code ?? r.signal}${r.timedOut ? ' (timed out)' : ''}; stdout: ${r.stdout.trim()}; stderr: ${r.stderr.trim()}`;
@@ -131,16 +147,16 @@ export interface StatusJson {
   attachments: StatusAttachment[];
 }
 
-/** `skl status --json`, which must succeed. */
-export async function sklStatus(netns: string): Promise<StatusJson> {
-  const r = await skl(['status', '--json'], {netns});
+/** `skl status --json`, which must succeed (run inside the namespace with `inside`). */
+export async function sklStatus(netns: string, inside = false): Promise<StatusJson> {
+  const r = await (inside ? sklInside : skl)(['status', '--json'], {netns});
   if (r.code !== 0 || r.json === undefined) throw new Error(`skl status --json failed: ${show(r)}`);
   return r.json as StatusJson;
 }
 
 /** One attachment of `skl status --json`, which must exist. */
-export async function attachmentStatus(netns: string, name: string): Promise<StatusAttachment> {
-  const st = await sklStatus(netns);
+export async function attachmentStatus(netns: string, name: string, inside = false): Promise<StatusAttachment> {
+  const st = await sklStatus(netns, inside);
   const a = st.attachments.find(x => x.name === name);
   if (a === undefined) throw new Error(`no attachment ${name} in status: ${JSON.stringify(st)}`);
   return a;
@@ -190,6 +206,9 @@ export interface SklContext {
   readonly ns: Netns;
   readonly ino: number;
   readonly pinDir: string;
+  /** skl runs inside the namespace (nsenter, no --netns): what `skl status --json` calls it ('/proc/self/ns/net'), else its path */
+  readonly inside: boolean;
+  readonly netnsShown: string;
   run(args: readonly string[], timeoutMs?: number): Promise<SklResult>;
   /** Run and require exit code 0; returns the result. */
   ok(args: readonly string[], timeoutMs?: number): Promise<SklResult>;
@@ -199,24 +218,30 @@ export interface SklContext {
   foreground(args: readonly string[]): Promise<ForegroundSkl>;
 }
 
-export function useSkl(t: ExecutionContext, ns: Netns): SklContext {
+export function useSkl(t: ExecutionContext, ns: Netns, opts: {inside?: boolean} = {}): SklContext {
   const ino = statSync(ns.path).ino;
   const children = new Set<ChildProcess>();
+  const inside = opts.inside === true;
+  const run = inside ? sklInside : skl;
 
   const ctx: SklContext = {
     ns,
     ino,
     pinDir: `${SKL_PIN_ROOT}/${ino}`,
-    run: (args, timeoutMs) => skl(args, {netns: ns.path, timeoutMs}),
+    inside,
+    netnsShown: inside ? '/proc/self/ns/net' : ns.path,
+    run: (args, timeoutMs) => run(args, {netns: ns.path, timeoutMs}),
     async ok(args, timeoutMs) {
-      const r = await skl(args, {netns: ns.path, timeoutMs});
-      if (r.code !== 0) throw new Error(`skl ${args.join(' ')}: ${show(r)}`);
+      const r = await run(args, {netns: ns.path, timeoutMs});
+      if (r.code !== 0) throw new Error(`skl ${args.join(' ')}${inside ? ' (inside the namespace)' : ''}: ${show(r)}`);
       return r;
     },
-    status: () => sklStatus(ns.path),
-    attachment: name => attachmentStatus(ns.path, name),
+    status: () => sklStatus(ns.path, inside),
+    attachment: name => attachmentStatus(ns.path, name, inside),
     async foreground(args) {
-      const child = spawn(process.execPath, [SKL_BIN, ...args, '--foreground', '--json', '--netns', ns.path], {
+      const argv = [SKL_BIN, ...args, '--foreground', '--json', ...(inside ? [] : ['--netns', ns.path])];
+      const [cmd, ...pre] = inside ? [...enter(ns.path), process.execPath] : [process.execPath];
+      const child = spawn(cmd, [...pre, ...argv], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: sklEnv(),
       });
