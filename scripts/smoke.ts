@@ -252,13 +252,16 @@ async function udp(): Promise<void> {
 async function prefixBinding(): Promise<void> {
   const ns = netns();
   const server = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7003']);
-  skl(['attach', '--netns', ns.path, '--pid', String(server.pid), '--name', 'pfx', '--ports', '9100', '--address', '127.0.0.9/32']);
+  // no --name: the default is <program>-<pid>, "node-PID" under every Node major (Node ≥24 renames
+  // its main thread, the process's comm, to "MainThread")
+  skl(['attach', '--netns', ns.path, '--pid', String(server.pid), '--ports', '9100', '--address', '127.0.0.9/32']);
+  const pfx = `node-${server.pid}`;
   expectServed(client(ns, ['tcp', '127.0.0.9', 9100]), server.pid, ['127.0.0.9:9100']);
   expectRefused(client(ns, ['tcp', '127.0.0.1', 9100]), ['127.0.0.1:9100 (outside the prefix)']);
   const status = sklJson<StatusJson>(['status', '--netns', ns.path]);
-  const binding = status.attachments.find((a) => a.name === 'pfx')?.bindings.find((b) => b.prefix === '127.0.0.9/32');
-  if (binding?.ports !== '9100') throw new Error(`status does not show 9100@127.0.0.9/32: ${JSON.stringify(status)}`);
-  skl(['detach', 'pfx', '--netns', ns.path]);
+  const binding = status.attachments.find((a) => a.name === pfx)?.bindings.find((b) => b.prefix === '127.0.0.9/32');
+  if (binding?.ports !== '9100') throw new Error(`status does not show ${pfx} with 9100@127.0.0.9/32: ${JSON.stringify(status)}`);
+  skl(['detach', pfx, '--netns', ns.path]);
   expectRefused(client(ns, ['tcp', '127.0.0.9', 9100]), ['127.0.0.9:9100 after detach']);
 }
 
@@ -354,7 +357,7 @@ const STEPS: [string, string, () => Promise<void>][] = [
   ['doctor', 'skl doctor passes and its answers agree with the kernel', doctor],
   ['tcp', 'TCP over IPv4 and IPv6: attach, serve, status, detach', tcpBothFamilies],
   ['udp', 'UDP: attach --proto udp, serve, detach', udp],
-  ['prefix', 'a prefix binding (--address 127.0.0.9/32): that address only', prefixBinding],
+  ['prefix', 'a prefix binding (--address 127.0.0.9/32): that address only; the default name node-PID', prefixBinding],
   ['xdp', 'xdp-count counts exactly N packets over a veth pair, then detaches', xdpCountVeth],
   ['upgrade', "skl upgrade from skl 0.1.0's state: every port still served", upgradeFromV010],
 ];

@@ -10,7 +10,7 @@
 #   npm run test:kernel -- --cmd 'node bin/run.js doctor'   # any command, run in the checkout
 #
 # Nothing is installed on the host for the kernel: the .deb is fetched with `apt-get download` and
-# unpacked with `dpkg-deb -x` into ${SKL_CACHE_DIR:-~/.cache/skl}/kernel/<package>/ (kept between
+# unpacked with `dpkg-deb -x` into /var/cache/skl/kernel/<package>/ (kept between
 # runs, with the initramfs built from it). The tools come from Debian's apt when missing (as root):
 # qemu-system-x86, qemu-system-common (virtiofsd), kmod, cpio, busybox-static.
 # Exit code: the command's in the guest; 124 when the VM hit the time limit; 125 when the VM could not
@@ -62,7 +62,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # --- the kernel: newest linux-image-6.1.0-N-amd64-unsigned apt knows, downloaded and unpacked once ---
-cache=${SKL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skl}/kernel
+# root's cache is /var/cache/skl (as for scripts/test-node.sh)
+if [ -n "${SKL_CACHE_DIR:-}" ]; then cache=$SKL_CACHE_DIR/kernel
+elif [ "$(id -u)" = 0 ]; then cache=/var/cache/skl/kernel
+else cache=${XDG_CACHE_HOME:-$HOME/.cache}/skl/kernel; fi
 mkdir -p "$cache"
 newest() { apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -1; }
 if [ -z "$kernel_pkg" ]; then
@@ -79,7 +82,7 @@ if [ ! -f "$kdir/.unpacked" ]; then
   rm -rf "$kdir"
   mkdir -p "$kdir"
   (cd "$kdir" && apt-get download -q "$kernel_pkg" 2>&1 | grep -v 'unsandboxed' >&2 || true)
-  deb=$(ls "$kdir"/*.deb 2>/dev/null | head -1)
+  deb=$(find "$kdir" -maxdepth 1 -name '*.deb' | head -1)
   [ -n "$deb" ] || { log "apt-get download $kernel_pkg failed"; exit 1; }
   dpkg-deb -x "$deb" "$kdir/root"
   rm -f "$deb"
@@ -133,6 +136,8 @@ printf '%s\n' "$cmd" >"$run/job.sh"
 # --- share the root filesystem (read-only in the guest) ---
 sock=$run/vfsd.sock
 if [ "$share" = virtiofs ]; then
+  # sandbox=chroot: the default (namespace) pivot_roots into the shared directory, which fails for
+  # source=/ ("pivot_root(., .): Device or resource busy")
   "$virtiofsd" --socket-path="$sock" -o source=/ -o cache=always -o sandbox=chroot -o log_level=err >"$run/virtiofsd.log" 2>&1 &
   vfsd_pid=$!
   for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done

