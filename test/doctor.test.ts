@@ -1,6 +1,6 @@
 // `skl doctor`: the checks library (unit) and the command's output and exit code (end to end).
 import {execFile, spawnSync} from 'node:child_process';
-import {mkdtempSync, rmSync, statSync, writeFileSync} from 'node:fs';
+import {existsSync, mkdtempSync, rmSync, statfsSync, statSync, writeFileSync} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -22,7 +22,7 @@ import {
   type Check,
 } from '../src/doctor/checks.js';
 import {ipNetnsExecName, parseMountinfo} from '../src/sys/mounts.js';
-import {needing, privileged} from './helpers/privileged.js';
+import {findExecutable, needing, privileged} from './helpers/privileged.js';
 
 const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url));
 const IDS = [
@@ -257,8 +257,25 @@ test('checkBpffs: not bpffs, missing, and under `ip netns exec`', t => {
 
 // --- the command ---
 
-test('skl doctor --json: one JSON object {ok, checks}, exit 0 iff every check passed', async t => {
-  await doctorJson(t);
+test('skl doctor --json: the checks that can be told without skl agree with the machine, and the exit code follows them', async t => {
+  const report = await doctorJson(t);
+  // independent of skl's code: what the machine is (not what the doctor's report says of itself)
+  let bpffs = false;
+  try {
+    bpffs = statfsSync('/sys/fs/bpf').type === 0xcafe4a11;
+  } catch {
+    // absent: not a BPF filesystem
+  }
+  const truth: Record<string, boolean> = {
+    kernel: versionAtLeast(os.release(), '5.9'),
+    btf: existsSync('/sys/kernel/btf/vmlinux'),
+    bpffs,
+    endianness: os.endianness() === 'LE',
+  };
+  const ldconfig = findExecutable('ldconfig');
+  if (ldconfig !== undefined) truth.libbpf = /\blibbpf\.so\.1\b/.test(spawnSync(ldconfig, ['-p'], {encoding: 'utf8'}).stdout);
+  for (const [id, ok] of Object.entries(truth)) t.is(byId(report, id).ok, ok, `${id}: the doctor says ${byId(report, id).ok} (${byId(report, id).detail})`);
+  if (Object.entries(truth).some(([id, ok]) => !ok && byId(report, id).required)) t.is(report.ok, false, 'a required check the machine fails fails the doctor');
 });
 
 test('skl doctor prints one line per check with ✔/✘, and honours NO_COLOR', async t => {

@@ -270,7 +270,13 @@ export function pinnedState(ino: number): PinnedState {
     }
   }
   for (const name of out.files.filter(f => f !== 'link')) {
-    const m = BpfMap.openPinned(`${dir}/${name}`);
+    let m: BpfMap;
+    try {
+      m = BpfMap.openPinned(`${dir}/${name}`);
+    } catch {
+      out.maps[name] = {}; // a pin that is not a map (a program): its presence is in `files`
+      continue;
+    }
     const entries: Record<string, string> = {};
     const put = (k: Buffer, v: Buffer): void => {
       if (v.some(b => b !== 0)) entries[k.toString('hex')] = v.toString('hex');
