@@ -15,7 +15,8 @@ finish() {
   echo "SKL-VM-EXIT=$1"
   sync
   echo o >/proc/sysrq-trigger
-  sleep 60
+  # wait for the power-off with shell builtins only: the shared root may already be gone (9p)
+  while :; do read -r _ </dev/console; done
 }
 src=$(arg skl.src)
 work=$(arg skl.work)
