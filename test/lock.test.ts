@@ -14,7 +14,7 @@ import type {ExecutionContext} from 'ava';
 import {privileged} from './helpers/privileged.js';
 import {createNetns, stopChild} from './helpers/netns.js';
 import {useSkl} from './helpers/dispatcher.js';
-import {describeRun, runSkl, startQuietServer, stderrLines, type RunResult} from './helpers/reliability.js';
+import {describeRun, pinnedState, runSkl, startQuietServer, stderrLines, type RunResult} from './helpers/reliability.js';
 
 const HOST = '127.0.0.1';
 const DEFAULT_LOCK = '/run/skl.lock';
@@ -83,6 +83,8 @@ privileged('lock: held by another process, attach and status give up after 15 s 
   ]);
   gaveUp(t, attach, lockFile, 'attach');
   gaveUp(t, status, lockFile, 'status');
+  // read raw before any skl runs again (the next one would repair half-made state first)
+  t.deepEqual(pinnedState(sk.ino), {entries: [], files: [], maps: {}}, 'the attach that gave up pinned nothing');
 
   // the hint in the message works: fuser names the holder
   const fuser = spawnSync('fuser', [lockFile], {encoding: 'utf8'});
@@ -92,6 +94,7 @@ privileged('lock: held by another process, attach and status give up after 15 s 
   await holder.release();
   const after = await runSkl(['status', '--json'], {netns: ns.path, env});
   t.is(after.code, 0, describeRun(after));
+  t.deepEqual(stderrLines(after), [], 'nothing to repair');
   t.true(after.elapsedMs < GIVE_UP_MS, `status after release took ${after.elapsedMs} ms`);
   t.deepEqual((after.json as {attachments: unknown[]}).attachments, [], 'no attachment');
   t.false(existsSync(sk.pinDir), 'no dispatcher pinned');
