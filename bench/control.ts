@@ -5,8 +5,9 @@
  *   unpinned dispatcher, from a list of ports to the kernel; the first call of the process (cold
  *   JIT) is reported apart from the following ones;
  * - wall time of whole commands, spawned one after another in interleaved rounds: `node -e 0`
- *   (the floor of any Node.js CLI), `skl --version`, `skl attach` (first attachment: creates and
- *   pins the dispatcher), `skl status`, `skl detach` (last attachment: removes it);
+ *   (the floor of any Node.js CLI), `skl --version`, loading skl's code without running anything,
+ *   `skl attach` (first attachment: creates and pins the dispatcher), `skl status` (also on oclif's
+ *   own path: as shipped, and with oclif bundled too), `skl detach` (last attachment: removes it);
  * - `skl ports add NAME 1-65535` minus the server's own port (with --force), `skl status` with
  *   those 65,534 ports, and `skl ports remove` back.
  *
@@ -19,7 +20,8 @@ import {parseArgs} from 'node:util';
 import {BpfObject, type BpfMap} from '../src/bpf/index.js';
 import {portIndex, withPortService} from '../src/dispatcher/layout.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
-import {dist, SKL, startAndWait, timed} from './lib/proc.js';
+import {buildOclifBundle} from './lib/oclif-bundle.js';
+import {dist, ROOT, SKL, startAndWait, timed} from './lib/proc.js';
 import {stop} from './lib/netns.js';
 import {roundOrder, summarize, type Summary} from './lib/stats.js';
 
@@ -99,8 +101,9 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
   const server = spawn(node, [dist('e2e-server.js'), '--port', '8080'], {stdio: ['pipe', 'pipe', 'pipe']});
   try {
     const pid = await startAndWait(server, (e) => (e.event === 'listening' ? (e.pid as number) : undefined), 'e2e-server');
-    const wall: Record<string, number[]> = {node: [], version: [], load: [], attach: [], status: [], detach: []};
-    const cpu: Record<string, number[]> = {node: [], version: [], load: [], attach: [], status: [], detach: []};
+    const ids = ['node', 'version', 'load', 'loadCli', 'attach', 'status', 'statusFull', 'statusOclif', 'detach'];
+    const wall: Record<string, number[]> = Object.fromEntries(ids.map((id) => [id, []]));
+    const cpu: Record<string, number[]> = Object.fromEntries(ids.map((id) => [id, []]));
     const record = (id: string, t: {ms: number; cpuMs: number}): void => {
       wall[id].push(t.ms);
       cpu[id].push(t.cpuMs);
@@ -109,25 +112,39 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
 
     // interleaved start-up rounds: the constant commands rotate, then attach → status → detach
     const api = new URL('../src/dispatcher/api.js', import.meta.url).href;
+    const bundles = `${ROOT}dist/bundle`;
+    // oclif's own path with oclif bundled too (bench-only build): what keeps the light runtime
+    const oclifRun = await buildOclifBundle();
     const fixed: [string, () => {ms: number; cpuMs: number}][] = [
       ['node', () => timed(node, ['-e', '0'])],
       ['version', () => skl('--version')],
-      // what loading skl's code costs before it does anything (koffi, libbpf bindings, its modules)
+      // what loading skl's code costs before it does anything: the library (ES modules), and what
+      // `skl attach` loads (its bundles on the light runtime, koffi) before it runs
       ['load', () => timed(node, ['--input-type=module', '-e', `await import(${JSON.stringify(api)})`])],
+      ['loadCli', () => timed(node, ['-e', LOAD_CLI, bundles, 'attach.cjs'])],
     ];
     for (const [, f] of fixed) f(); // warm the page cache
+    timed(node, [oclifRun, '--version']);
     for (let r = 0; r < rounds; r++) {
       for (const i of roundOrder(fixed.length, r)) record(fixed[i][0], fixed[i][1]());
       record('attach', skl('attach', '--pid', String(pid), '--ports', '9090', '--name', 'bench'));
-      record('status', skl('status'));
+      const status: [string, () => {ms: number; cpuMs: number}][] = [
+        ['status', () => skl('status')],
+        ['statusFull', () => timed(node, [SKL, 'status'], {SKL_FULL_CLI: '1'})],
+        ['statusOclif', () => timed(node, [oclifRun, 'status'])],
+      ];
+      for (const i of roundOrder(status.length, r)) record(status[i][0], status[i][1]());
       record('detach', skl('detach', 'bench'));
     }
     const cli = [
       series('node', 'node -e 0', wall.node, cpu.node),
       series('version', 'skl --version', wall.version, cpu.version),
       series('load', "node: import skl's dispatcher library only", wall.load, cpu.load),
+      series('loadCli', "node: load `skl attach`'s code only (its bundles, koffi)", wall.loadCli, cpu.loadCli),
       series('attach', 'skl attach --pid P --ports 9090 (creates the dispatcher)', wall.attach, cpu.attach),
       series('status', 'skl status (1 attachment, 1 port)', wall.status, cpu.status),
+      series('statusFull', "SKL_FULL_CLI=1 skl status: oclif's own path, as shipped", wall.statusFull, cpu.statusFull),
+      series('statusOclif', "skl status on oclif's own path, oclif bundled too (bench-only build)", wall.statusOclif, cpu.statusOclif),
       series('detach', 'skl detach NAME (removes the dispatcher)', wall.detach, cpu.detach),
     ];
 
@@ -217,6 +234,13 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
     await stop(server);
   }
 }
+
+/**
+ * `node -e LOAD_CLI DIR FILE`: load what bin/run.js loads for a command on the light runtime (the
+ * bundle of src/cli/fast.ts, then the command's own bundle and, through it, koffi) without running
+ * it. Light mode first, as src/cli/fast.ts enters it before it loads a command.
+ */
+const LOAD_CLI = "globalThis[Symbol.for('skl.cli.light')] = true; const [dir, file] = process.argv.slice(1); require(dir + '/skl.cjs'); require(dir + '/' + file);";
 
 /** N connections to 127.0.0.1:PORT, each closed right away (the side that closes first keeps it in TIME_WAIT for 60 s). */
 const TIME_WAIT_SCRIPT = `

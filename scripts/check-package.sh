@@ -13,7 +13,7 @@ if grep -E '^(test|dist/test|dist/bench|dist/scripts|bench|scripts|\.ci|node_mod
   echo "the package contains files it does not need (above)" >&2
   exit 1
 fi
-for f in bin/run.js dist/src/index.js bpf/sk_dispatch.o bpf/xdp_count.o; do
+for f in bin/run.js bin/package.json dist/bundle/skl.cjs dist/bundle/status.cjs dist/src/index.js bpf/sk_dispatch.o bpf/xdp_count.o; do
   grep -qx "$f" "$work/files" || { echo "the package lacks $f" >&2; exit 1; }
 done
 echo "  $(wc -l < "$work/files") files"
@@ -21,3 +21,12 @@ mkdir "$work/app"
 (cd "$work/app" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$work/$tarball" >/dev/null)
 "$work/app/node_modules/.bin/skl" --version
 "$work/app/node_modules/.bin/skl" doctor
+# the everyday commands' bundle (dist/bundle/skl.cjs), handing an unusual command line to oclif's
+# parser from the installed package: a usage error, exit code 2
+rc=0
+out=$("$work/app/node_modules/.bin/skl" status --no-such-flag 2>&1) || rc=$?
+if [ "$rc" != 2 ] || [[ "$out" != *"Nonexistent flag: --no-such-flag"* ]]; then
+  echo "skl status --no-such-flag from the package: exit $rc: $out (expected exit 2, a usage error)" >&2
+  exit 1
+fi
+echo "skl status --no-such-flag: $out (exit 2, as expected)"

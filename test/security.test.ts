@@ -5,6 +5,7 @@
 import {spawnSync} from 'node:child_process';
 import {mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync} from 'node:fs';
 import {createRequire} from 'node:module';
+import {dirname} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import type {ExecutionContext} from 'ava';
 import {privileged} from './helpers/privileged.js';
@@ -260,9 +261,11 @@ privileged.serial('environment: the planted plugins are ones oclif itself would 
   // plants: so a clean run below means skl refused them, not that the plants were inert.
   const {dir, envs} = planted(t);
   const oclifCore = createRequire(SKL_BIN).resolve('@oclif/core');
+  // skl's root as bin/run.js gives it to oclif: the package directory (bin/ has a package.json of its own)
+  const sklRoot = dirname(dirname(SKL_BIN));
   const unprotected = 'const [core, root, ...args] = process.argv.slice(1); const {execute} = await import(core); await execute({args, loadOptions: {root}});';
   for (const env of envs) {
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', unprotected, oclifCore, SKL_BIN, '--help'], {encoding: 'utf8', env: sklEnv(env), timeout: 30_000});
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', unprotected, oclifCore, sklRoot, '--help'], {encoding: 'utf8', env: sklEnv(env), timeout: 30_000});
     t.is(r.status, 0, `${JSON.stringify(env)}: ${r.stderr}`);
     t.deepEqual(ranMarkers(dir), ['RAN-evil-link', 'RAN-evil-user'], `${JSON.stringify(env)}: oclif loads the planted plugins`);
     for (const m of ranMarkers(dir)) rmSync(`${dir}/${m}`);

@@ -15,14 +15,15 @@ const TIMER = 'TIMEFORMAT="%3R %3U %3S"; { time "$@" >/dev/null 2>"$SKL_BENCH_ER
 /**
  * One run of a command, timed by bash's `time` (so bash's own start-up is not counted): wall time
  * and CPU time (user + system, the command and its children), ms. Throws unless it exits 0.
+ * `env` is added to the bench's environment.
  */
-export function timed(cmd: string, args: readonly string[]): {ms: number; cpuMs: number} {
+export function timed(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): {ms: number; cpuMs: number} {
   const errFile = path.join(os.tmpdir(), `skl-bench-${process.pid}.err`);
   try {
     const r = spawnSync('bash', ['-c', TIMER, 'bash', cmd, ...args], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: {...process.env, SKL_BENCH_ERR: errFile},
+      env: {...process.env, ...env, SKL_BENCH_ERR: errFile},
       timeout: 60_000,
     });
     if (r.status !== 0) {

@@ -4,7 +4,12 @@
  * could be on at all: the stream a terminal, FORCE_COLOR, a --color/--no-color argument, or Azure
  * Pipelines (chalk's own rules, which give level 0 — plain text — in every other case). Otherwise
  * stand-ins return the text unchanged, as chalk at level 0 does.
+ *
+ * Synchronous (no top-level await), so that the bundle of the everyday commands (scripts/bundle.ts)
+ * can be a CommonJS file: chalk (an ES module without top-level await) is loaded with require(),
+ * which Node.js ≥20.19 does without a warning.
  */
+import {createRequire} from 'node:module';
 import type {Chalk as ChalkClass, ChalkInstance} from 'chalk';
 import {lightMode} from './mode.js';
 
@@ -34,7 +39,7 @@ interface Colours {
   Chalk: typeof ChalkClass;
 }
 
-async function load(): Promise<Colours> {
+function load(): Colours {
   if (lightMode() && !colourPossible(process.stdout) && !colourPossible(process.stderr)) {
     // only level 0 can be asked for here: new Chalk({level: 0}) is plain too
     const Plain = function Chalk() {
@@ -42,12 +47,12 @@ async function load(): Promise<Colours> {
     } as unknown as typeof ChalkClass;
     return {chalk: plainChalk(), chalkStderr: plainChalk(), Chalk: Plain};
   }
-  const m = await import('chalk');
+  const m = createRequire(import.meta.url)('chalk') as typeof import('chalk');
   if (noColor) m.default.level = 0;
   return {chalk: m.default, chalkStderr: m.chalkStderr, Chalk: m.Chalk};
 }
 
-const colours = await load();
+const colours = load();
 export const chalk = colours.chalk;
 export const chalkStderr = colours.chalkStderr;
 export const Chalk = colours.Chalk;

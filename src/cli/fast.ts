@@ -12,16 +12,19 @@ import {readFileSync} from 'node:fs';
 import {fileURLToPath} from 'node:url';
 import {enterLightMode} from './mode.js';
 
-/** Command id → module under dist/src/commands/. */
-const FAST: Record<string, string> = {
-  attach: 'attach.js',
-  detach: 'detach.js',
-  status: 'status.js',
-  metrics: 'metrics.js',
-  'ports:add': 'ports/add.js',
-  'ports:remove': 'ports/remove.js',
-  'xdp-count': 'xdp-count.js',
-  upgrade: 'upgrade.js',
+/**
+ * Command id → its module. Literal import() specifiers, so that the bundle of the everyday
+ * commands (scripts/bundle.ts) contains each of them, initialised only when it runs.
+ */
+const FAST: Record<string, () => Promise<{default: unknown}>> = {
+  attach: () => import('../commands/attach.js'),
+  detach: () => import('../commands/detach.js'),
+  status: () => import('../commands/status.js'),
+  metrics: () => import('../commands/metrics.js'),
+  'ports:add': () => import('../commands/ports/add.js'),
+  'ports:remove': () => import('../commands/ports/remove.js'),
+  'xdp-count': () => import('../commands/xdp-count.js'),
+  upgrade: () => import('../commands/upgrade.js'),
 };
 
 interface Runnable {
@@ -49,7 +52,7 @@ export async function runFast(argv: readonly string[]): Promise<boolean> {
   if (pjson.oclif?.hooks && Object.keys(pjson.oclif.hooks).length > 0) return false;
 
   enterLightMode();
-  const Cmd = (await import(`../commands/${FAST[id]}`)).default as Runnable;
+  const Cmd = (await FAST[id]()).default as Runnable;
   Cmd.id = id;
   const cmd = new Cmd([...rest], {bin: pjson.oclif?.bin ?? 'skl', name: pjson.name, version: pjson.version, root});
   try {

@@ -45,6 +45,12 @@ function libbpfLib(): Lib {
     loadError = new FfiLoadError(`libbpf ${major}.${minor} is too old: skl needs libbpf ≥1.0; install it with: apt-get install libbpf1`);
     throw loadError;
   }
+  // libbpf's messages are captured, never written to stderr (see setLibbpfPrint)
+  const printFn = koffi.proto('int skl_libbpf_print_fn(int level, const char *fmt, void *args)');
+  const printCb = koffi.register((level: number, fmt: string, args: bigint) => {
+    if (printSink) printSink(level, vsnprintf(fmt, args));
+    return 0;
+  }, koffi.pointer(printFn));
   (l.func('void *libbpf_set_print(skl_libbpf_print_fn *fn)') as (cb: unknown) => unknown)(printCb);
   lib = l;
   return l;
@@ -57,13 +63,8 @@ const fn = <A extends unknown[], R>(decl: string): F<A, R> => {
   return (...args: A): R => (f ??= libbpfLib().func(decl) as F<A, R>)(...args);
 };
 
-// --- print callback: libbpf's messages are captured, never written to stderr ---
-const PrintFn = koffi.proto('int skl_libbpf_print_fn(int level, const char *fmt, void *args)');
+// --- print callback (registered with libbpf when it is loaded) ---
 let printSink: ((level: number, msg: string) => void) | undefined;
-const printCb = koffi.register((level: number, fmt: string, args: bigint) => {
-  if (printSink) printSink(level, vsnprintf(fmt, args));
-  return 0;
-}, koffi.pointer(PrintFn));
 
 export const libbpf_major_version = fn<[], number>('uint32_t libbpf_major_version(void)');
 export const libbpf_minor_version = fn<[], number>('uint32_t libbpf_minor_version(void)');

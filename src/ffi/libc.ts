@@ -9,15 +9,25 @@ export class FfiLoadError extends Error {
   override name = 'FfiLoadError';
 }
 
-const libc = koffi.load('libc.so.6');
+type Lib = ReturnType<typeof koffi.load>;
+let lib: Lib | undefined;
+/** libc.so.6, loaded on the first call of any binding (not at import: see `fn`). */
+const libc = (): Lib => (lib ??= koffi.load('libc.so.6'));
 
 type F<A extends unknown[], R> = (...args: A) => R;
-const fn = <A extends unknown[], R>(decl: string): F<A, R> => libc.func(decl) as F<A, R>;
+/**
+ * A binding, declared on its first call: importing this module (every skl command does) costs no
+ * declaration that the command never calls.
+ */
+const fn = <A extends unknown[], R>(decl: string): F<A, R> => {
+  let f: F<A, R> | undefined;
+  return (...args: A): R => (f ??= libc().func(decl) as F<A, R>)(...args);
+};
 
 /** errno of the last FFI call on this thread (read it right after the failing call). */
 export const errno = (): number => koffi.errno();
 
-const syscall = libc.func('long syscall(long nr, ...)') as (...args: unknown[]) => number | bigint;
+const syscall = fn<unknown[], number | bigint>('long syscall(long nr, ...)');
 const SYS_pidfd_open = 434;
 const SYS_pidfd_getfd = 438;
 export const pidfd_open = (pid: number, flags: number): number =>
@@ -37,7 +47,7 @@ export const getsockopt = fn<[number, number, number, Buffer, [number]], number>
 );
 /** addr: a sockaddr_storage-sized buffer (128 bytes). */
 export const getsockname = fn<[number, Buffer, [number]], number>('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *addrlen)');
-const ioctlv = libc.func('int ioctl(int fd, unsigned long request, ...)') as (...args: unknown[]) => number;
+const ioctlv = fn<unknown[], number>('int ioctl(int fd, unsigned long request, ...)');
 /** ioctl without argument (NS_GET_NSTYPE, SIOCGSKNS returns a new fd). */
 export const ioctl0 = (fd: number, request: number): number => ioctlv(fd, request);
 export const socket = fn<[number, number, number], number>('int socket(int domain, int type, int protocol)');
