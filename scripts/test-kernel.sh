@@ -89,6 +89,10 @@ if [ ! -f "$kdir/.unpacked" ]; then
   kver=$(ls "$kdir/root/lib/modules" | head -1)
   depmod -b "$kdir/root" "$kver"
   touch "$kdir/.unpacked"
+  # a newer package replaces the ones cached before (≈400 MB each)
+  for other in "$cache"/linux-image-*; do
+    [ "$other" = "$kdir" ] || [ ! -f "$other/.unpacked" ] || rm -rf "$other"
+  done
 fi
 kver=$(ls "$kdir/root/lib/modules" | head -1)
 vmlinuz=$kdir/root/boot/vmlinuz-$kver
