@@ -186,6 +186,13 @@ export function checks(r: Results): Check[] {
       cpuRatio && cpuRatio.median <= target
         ? ` In CPU time the ratio is ${x(cpuRatio.median)}: the wall-time excess is waiting for the CPUs, which other work kept busy (load average ${(r.machine.loadAverageBefore ?? []).join(', ')} on ${r.machine.cpus} CPUs).`
         : '';
+    // start-up targets: met only when CPU time agrees, where measured; on a busy machine every
+    // command's wall time includes waiting for a CPU, which pulls wall-time ratios towards 1
+    const startUpMet = (wall: Summary, cpuRatio: Summary | undefined, target: number): boolean => wall.median <= target && (cpuRatio === undefined || cpuRatio.median <= target);
+    const shrunk = (wall: Summary, cpuRatio: Summary | undefined, target: number): string =>
+      wall.median <= target && cpuRatio && cpuRatio.median > target
+        ? ` The wall-time ratio (${x(wall.median)}) is within the target only because this busy machine (load average ${(r.machine.loadAverageBefore ?? []).join(', ')} on ${r.machine.cpus} CPUs) made every command, \`node -e 0\` too, wait for a CPU: CPU time, ${x(cpuRatio.median)}, is not.`
+        : '';
     const attach = ratioOf('attach');
     const attachCpu = cpuRatioOf('attach');
     const load = c.cli.find((s) => s.id === 'loadCli') ?? cli(c, 'load');
@@ -203,12 +210,13 @@ export function checks(r: Results): Check[] {
         `${x(attach.median)} (${fmt(a.summary.median, 0)} vs ${fmt(node.summary.median, 0)} ms; per-round ${fmt(attach.min, 2)}–${fmt(attach.max, 2)})` +
         (attachCpu ? `; CPU time ${x(attachCpu.median)}` : ''),
       target: '≤ 1.5×',
-      met: attach.median <= 1.5,
+      met: startUpMet(attach, attachCpu, 1.5),
       limits:
         `${split(a)}: socket discovery, the kernel feature check (a probe program), creating the dispatcher's maps (the ` +
         '1,000,000-entry `host_bindings` hash alone ≈10 ms in the kernel: its bucket array), loading and verifying the program, ' +
         'attaching and pinning it, the lock, writing the slot. With no loading at all, Node.js and that work alone are over 1.5×.' +
-        contention(attachCpu, 1.5),
+        contention(attachCpu, 1.5) +
+        shrunk(attach, attachCpu, 1.5),
     });
     const version = ratioOf('version');
     const versionCpu = cpuRatioOf('version');
@@ -227,11 +235,12 @@ export function checks(r: Results): Check[] {
       what: '`skl status` (1 attachment) / `node -e 0`',
       result: `${x(status.median)} (${fmt(cli(c, 'status').summary.median, 0)} ms)` + (statusCpu ? `; CPU time ${x(statusCpu.median)}` : ''),
       target: '≤ 1.5×',
-      met: status.median <= 1.5,
+      met: startUpMet(status, statusCpu, 1.5),
       limits:
         `${split(cli(c, 'status'))} (reading the pinned state, repairing what a crash left, the port table's 131,072 ` +
         'entries and the 1,024 service slots read in code that runs once, before the JIT has warmed up).' +
-        contention(statusCpu, 1.5),
+        contention(statusCpu, 1.5) +
+        shrunk(status, statusCpu, 1.5),
     });
     if (c.cli.some((s) => s.id === 'statusOclif')) {
       const full = ratioOf('statusFull');
@@ -431,10 +440,11 @@ export function renderMarkdown(r: Results): string {
       '  (CPU time 2.3–2.4×), of which ≈40 ms was loading skl\'s code: ≈70 ES modules, each resolved, read, compiled and linked,',
       '  with every built-in module any of them imports (`node:http`, `node:crypto`, …, used by the command or not), then koffi',
       '  and all its FFI declarations. Now `bin/run.js` is CommonJS, the everyday commands run from CommonJS bundles (one per',
-      '  command, esbuild), libc and libbpf functions are declared on first call: `skl status` ' +
-        `${wall('status')} (CPU time ${cpuX('status')}), \`skl attach\` ${wall('attach')} (CPU time ${cpuX('attach')}), loading`,
-      `  ${fmt(cpuMs('loadCli') - cpuMs('node'), 0)} ms${node.cpuSummary ? ' of CPU time' : ''}, of which koffi (its loader and native module) ≈6 ms. The rest is the commands' own work`,
-      '  ("Missed targets" above).',
+      '  command, esbuild), libc and libbpf functions are declared on first call:',
+      `  \`skl status\` ${wall('status')} (CPU time ${cpuX('status')}), \`skl attach\` ${wall('attach')} (CPU time ${cpuX('attach')}), loading skl's code`,
+      `  ${fmt(cpuMs('loadCli') - cpuMs('node'), 0)} ms${node.cpuSummary ? ' of CPU time' : ''}, of which koffi (its loader and native module) ≈6 ms; the rest is the`,
+      '  commands\' own work ("Missed targets" above). oclif\'s own path, even bundled, stays far over the target (section 3):',
+      '  the light runtime stays.',
     );
   }
   L.push('');
@@ -537,6 +547,13 @@ export function renderMarkdown(r: Results): string {
       'wall time is what a user waits, and the targets are on wall time.',
       '',
     );
+    const oclifX = (id: string): string => {
+      const sr = c.cli.find((q) => q.id === id);
+      const n = cli(c, 'node');
+      if (!sr) return 'a multiple of';
+      const wallX = x(pairedRatio(sr.samples, n.samples).median);
+      return sr.cpu && n.cpu ? `${wallX} (CPU time ${x(pairedRatio(sr.cpu, n.cpu).median)})` : wallX;
+    };
     L.push(
       'How skl starts fast: `bin/run.js` is CommonJS (bin/package.json), which Node.js starts ≈5 ms sooner than an ES',
       'module, and answers `--version` itself. The everyday commands (attach, detach, status, ports, metrics, xdp-count,',
@@ -544,8 +561,8 @@ export function renderMarkdown(r: Results): string {
       '(`src/cli/fast.ts` and the light runtime), then one file per command with everything it imports, so that a command',
       'compiles none of the others\' code and loads no built-in module that only the others use (an ES module bundle',
       'would: Node.js links every import of an ES module when it loads). They run on a light runtime (`src/cli/light.ts`)',
-      'instead of oclif: oclif\'s own path costs the multiple of `node -e 0` in the row "`skl status` on oclif\'s own path"',
-      'above, even with oclif bundled into the same single file, well over the 1.5× target, so the light runtime stays.',
+      `instead of oclif: on oclif's own path \`skl status\` takes ${oclifX('statusFull')} \`node -e 0\` as shipped, and still ${oclifX('statusOclif')} with oclif`,
+      'and every command bundled into one file (a build of the bench\'s own), far over the 1.5× target: the light runtime stays.',
       'It parses plain command lines itself and hands anything unusual to oclif\'s own parser (same errors); help,',
       'completion, doctor, apply and export run on oclif. The FFI declarations (`src/ffi/`) are made on first call, not at',
       'import; chalk is only loaded when colours are possible (a terminal). On Node.js ≥22.1, `bin/run.js` also turns on',
