@@ -17,9 +17,9 @@ import {spawn, spawnSync} from 'node:child_process';
 import {get} from 'node:http';
 import {pathToFileURL} from 'node:url';
 import {parseArgs} from 'node:util';
-import {BpfObject, type BpfMap} from '../src/bpf/index.js';
+import type {BpfMap} from '../src/bpf/index.js';
 import {portIndex, withPortService} from '../src/dispatcher/layout.js';
-import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
+import {DispatcherState, loadDispatcher, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
 import {buildOclifBundle} from './lib/oclif-bundle.js';
 import {dist, ROOT, SKL, startAndWait, timed} from './lib/proc.js';
 import {stop} from './lib/netns.js';
@@ -59,7 +59,7 @@ const series = (id: string, label: string, samples: number[], cpu?: number[]): S
 });
 
 function benchPopulate(rounds: number): ControlResult['populate'] {
-  const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+  const obj = loadDispatcher().obj;
   try {
     const maps = {} as Record<MapName, BpfMap>;
     for (const n of MAP_NAMES) maps[n] = obj.map(n);

@@ -20,7 +20,7 @@ import {parseArgs} from 'node:util';
 import {BpfObject, u32Key, type BpfMap, type Program} from '../src/bpf/index.js';
 import {anyPrefix, destIndex, MAX_SERVICES, SVC_READY, type Prefix} from '../src/dispatcher/layout.js';
 import {addBindings, type BindingSpec} from '../src/dispatcher/bindings.js';
-import {DispatcherState, dispatcherObjectBytes} from '../src/dispatcher/state.js';
+import {DispatcherState, loadDispatcher} from '../src/dispatcher/state.js';
 import {mapsOf, PROGRAM_NAME} from '../src/dispatcher/store.js';
 import {roundOrder, summarize, type Summary} from './lib/stats.js';
 
@@ -167,13 +167,13 @@ export async function benchProgram(opts: {rounds?: number; repeat?: number} = {}
 
     // skl's dispatcher, maps filled through skl's own binding code
     const dispatcher = (services: number): {obj: BpfObject; d: DispatcherState} => {
-      const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+      const obj = loadDispatcher().obj;
       objects.push(obj);
       const d = new DispatcherState('foreground', mapsOf(obj), 0);
       for (let id = 0; id < services; id++) {
         d.resetCounters(id);
         d.setSocket(destIndex(id, 'tcp', 4), fdOf(servers[id]));
-        d.writeService(id, {state: SVC_READY, pid: process.pid, createdNs: 0n, netnsIno: 0, ownerPid: 0, flags: 0, comm: 'bench', name: `s${id}`, sockets: []});
+        d.writeService(id, {state: SVC_READY, pid: process.pid, createdNs: 0n, netnsIno: 0, ownerPid: 0, flags: 0, comm: 'bench', name: `s${id}`, cgroupIno: 0, sockets: []});
       }
       return {obj, d};
     };

@@ -65,6 +65,14 @@ struct {
 	__type(value, struct skl_service);
 } services SEC(".maps");
 
+/* Followed listeners (see skl.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKL_MAX_FOLLOW);
+	__type(key, struct skl_follow_key);
+	__type(value, struct skl_follow);
+} follow SEC(".maps");
+
 /* Userspace-only (referenced below so it is one of the program's maps: a foreground dispatcher's
  * layout can be found from its link alone). */
 struct {
@@ -187,8 +195,12 @@ found:
 	/* half-made services (an skl interrupted while writing them) never steer */
 	s = bpf_map_lookup_elem(&services, &svc);
 	if (!s || s->state != SKL_SVC_READY) {
-		if (!s)
+		/* never true (svc < SKL_MAX_SERVICES): these make skl_info and follow maps of this
+		 * program, so a foreground dispatcher's maps can all be found from its link */
+		if (!s) {
 			bpf_map_lookup_elem(&skl_info, &idx);
+			bpf_map_lookup_elem(&follow, &key);
+		}
 		return SK_PASS;
 	}
 	cnt = bpf_map_lookup_elem(&counters, &svc);
@@ -207,6 +219,56 @@ found:
 		cnt->redirected++;
 	bpf_sk_release(sk);
 	return SK_PASS;
+}
+
+/* On a followed cgroup: when a process there starts listening on a followed listener in the
+ * dispatcher's network namespace, store the new socket as the service's (no skl process needed).
+ * Never a socket of another namespace (the kernel would accept it, and clients would hang). */
+SEC("sockops")
+int sk_follow(struct bpf_sock_ops *skops)
+{
+	struct skl_follow_key key = {};
+	struct skl_follow *f;
+	struct skl_counters *cnt;
+	__u32 dest;
+
+	if (skops->op != BPF_SOCK_OPS_TCP_LISTEN_CB)
+		return 1;
+	key.port = skops->local_port;
+	if (skops->family == AF_INET) {
+		__u32 a = skops->local_ip4;
+		key.family = 4;
+		__builtin_memcpy(&key.addr[0], &a, 4);
+	} else if (skops->family == AF_INET6) {
+		__u32 a0 = skops->local_ip6[0], a1 = skops->local_ip6[1];
+		__u32 a2 = skops->local_ip6[2], a3 = skops->local_ip6[3];
+		key.family = 6;
+		__builtin_memcpy(&key.addr[0], &a0, 4);
+		__builtin_memcpy(&key.addr[4], &a1, 4);
+		__builtin_memcpy(&key.addr[8], &a2, 4);
+		__builtin_memcpy(&key.addr[12], &a3, 4);
+	} else {
+		return 1;
+	}
+	f = bpf_map_lookup_elem(&follow, &key);
+	if (!f)
+		return 1;
+	if (bpf_get_netns_cookie(skops) != f->netns_cookie)
+		return 1;
+	if (f->service >= SKL_MAX_SERVICES)
+		return 1;
+	if (f->dests & SKL_FOLLOW_D_V4) {
+		dest = f->service * SKL_DESTS_PER_SERVICE + SKL_PROTO_TCP * 2;
+		bpf_sock_map_update(skops, &target_socket, &dest, BPF_ANY);
+	}
+	if (f->dests & SKL_FOLLOW_D_V6) {
+		dest = f->service * SKL_DESTS_PER_SERVICE + SKL_PROTO_TCP * 2 + 1;
+		bpf_sock_map_update(skops, &target_socket, &dest, BPF_ANY);
+	}
+	cnt = bpf_map_lookup_elem(&counters, &f->service);
+	if (cnt)
+		cnt->retaken++;
+	return 1;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

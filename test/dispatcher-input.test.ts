@@ -49,6 +49,16 @@ import {
   portService,
   prefixText,
   SERVICE_SIZE,
+  MAX_FOLLOW,
+  FOLLOW_KEY_SIZE,
+  FOLLOW_SIZE,
+  FOLLOW_D_V4,
+  FOLLOW_D_V6,
+  SVC_F_FOLLOW,
+  encodeFollowKey,
+  decodeFollowKey,
+  encodeFollow,
+  decodeFollow,
   SOCKET_META_SIZE,
   SVC_FREE,
   SVC_PENDING,
@@ -301,6 +311,7 @@ function sampleService(): ServiceMeta {
     flags: 0,
     comm: 'node',
     name: 'web-frontend',
+    cgroupIno: 0x77,
     sockets: [
       {proto: 'tcp', family: 4, v6only: false, pid: 0x01020304, listenPort: 8080, listenAddr: parseAddress('127.0.0.1').addr, sockIno: 0x0a0b0c0d0e},
       {proto: 'tcp', family: 6, v6only: true, pid: 77, listenPort: 8080, listenAddr: parseAddress('::1').addr, sockIno: 99},
@@ -313,7 +324,8 @@ function sampleService(): ServiceMeta {
 test('encodeService: every field at its offset, sockets by destination, and back', t => {
   const m = sampleService();
   const b = encodeService(m);
-  t.is(SERVICE_SIZE, 240);
+  t.is(SERVICE_SIZE, 248);
+  t.is(b.readBigUInt64LE(112), 0x77n, 'cgroup_ino');
   t.is(b.length, SERVICE_SIZE);
   t.is(b.readUInt32LE(0), SVC_READY, 'state');
   t.is(b.readUInt32LE(4), 0x01020304, 'pid');
@@ -322,7 +334,7 @@ test('encodeService: every field at its offset, sockets by destination, and back
   t.is(b.readUInt32LE(24), 4242, 'owner_pid');
   t.is(b.subarray(32, 48).toString('latin1'), 'node'.padEnd(16, '\0'), 'comm');
   t.is(b.subarray(48, 112).toString('latin1'), 'web-frontend'.padEnd(64, '\0'), 'name');
-  const sock = (i: number) => b.subarray(112 + i * SOCKET_META_SIZE, 112 + (i + 1) * SOCKET_META_SIZE);
+  const sock = (i: number) => b.subarray(120 + i * SOCKET_META_SIZE, 120 + (i + 1) * SOCKET_META_SIZE);
   t.is(sock(0).readBigUInt64LE(0), 0x0a0b0c0d0en, 'sock_ino');
   t.is(sock(0).readUInt32LE(8), 0x01020304, 'socket pid');
   t.is(sock(0).readUInt16LE(12), 8080, 'listen_port');
@@ -455,6 +467,10 @@ test('layout constants match bpf/headers/skl.h', t => {
   t.is(d.get('SKL_SVC_FREE'), SVC_FREE);
   t.is(d.get('SKL_SVC_READY'), SVC_READY);
   t.is(d.get('SKL_SVC_PENDING'), SVC_PENDING);
+  t.is(d.get('SKL_SVC_F_FOLLOW'), SVC_F_FOLLOW);
+  t.is(d.get('SKL_MAX_FOLLOW'), MAX_FOLLOW);
+  t.is(d.get('SKL_FOLLOW_D_V4'), FOLLOW_D_V4);
+  t.is(d.get('SKL_FOLLOW_D_V6'), FOLLOW_D_V6);
   t.is(d.get('SKL_PROTO_TCP'), portIndex('tcp', 0) >> 16);
   t.is(d.get('SKL_PROTO_UDP'), portIndex('udp', 0) >> 16);
 });
@@ -529,7 +545,7 @@ btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: skl_service and skl
   const s = struct(types, 'skl_service');
   t.is(s.size, SERVICE_SIZE);
   const off = offsets(s);
-  t.deepEqual(off, {state: 0, pid: 4, created_ns: 8, netns_ino: 16, owner_pid: 24, flags: 28, comm: 32, name: 48, sockets: 112});
+  t.deepEqual(off, {state: 0, pid: 4, created_ns: 8, netns_ino: 16, owner_pid: 24, flags: 28, comm: 32, name: 48, cgroup_ino: 112, sockets: 120});
   const sm = struct(types, 'skl_socket_meta');
   t.is(sm.size, SOCKET_META_SIZE);
   t.deepEqual(offsets(sm), {sock_ino: 0, pid: 8, listen_port: 12, family: 14, flags: 15, listen_addr: 16});
@@ -568,6 +584,20 @@ btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: counters, binding k
   t.deepEqual(decodeInfo(encodeInfo(LAYOUT, '1.2.3')), {layout: LAYOUT, version: '1.2.3'});
 });
 
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: follow keys and values', (t, types) => {
+  const k = struct(types, 'skl_follow_key');
+  t.is(k.size, FOLLOW_KEY_SIZE);
+  t.deepEqual(offsets(k), {family: 0, pad: 1, port: 2, addr: 4});
+  const v = struct(types, 'skl_follow');
+  t.is(v.size, FOLLOW_SIZE);
+  t.deepEqual(offsets(v), {service: 0, dests: 4, netns_cookie: 8});
+  const key = {family: 4 as const, port: 7001, addr: parseAddress('127.0.0.1').addr};
+  const enc = encodeFollowKey(key);
+  t.is(enc.subarray(4, 8).toString('hex'), '7f000001');
+  t.deepEqual(decodeFollowKey(enc), key);
+  t.deepEqual(decodeFollow(encodeFollow(3, FOLLOW_D_V4 | FOLLOW_D_V6, 42n)), {service: 3, dests: 3, netnsCookie: 42n});
+});
+
 btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: the maps', (t, types) => {
   const maps = btfMaps(types);
   t.deepEqual([...maps.keys()].sort(), [...MAP_NAMES].sort());
@@ -583,4 +613,5 @@ btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: the maps', (t, type
   t.deepEqual(maps.get('counters'), {type: BPF_MAP_TYPE_PERCPU_ARRAY, maxEntries: MAX_SERVICES, keySize: 4, valueSize: COUNTER_FIELDS.length * 8});
   t.deepEqual(maps.get('services'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: MAX_SERVICES, keySize: 4, valueSize: SERVICE_SIZE});
   t.deepEqual(maps.get('skl_info'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: 1, keySize: 4, valueSize: INFO_SIZE});
+  t.deepEqual(maps.get('follow'), {type: BPF_MAP_TYPE_HASH, maxEntries: MAX_FOLLOW, keySize: FOLLOW_KEY_SIZE, valueSize: FOLLOW_SIZE});
 });

@@ -772,7 +772,7 @@ privileged.serial('bad input: exit 2 (invalid) or 1 (failed), one line on stderr
     [['attach', '--pid', P, '--ports', '   '], /--ports is empty/],
     [['attach', '--pid', 'abc', '--ports', '9000'], /--pid/],
     [['attach', '--pid', '0', '--ports', '9000'], /--pid/],
-    [['attach', '--ports', '9000'], /Missing required flag pid/],
+    [['attach', '--ports', '9000'], /give the target: --pid PID, --cgroup PATH or --unit NAME/],
     [['attach', '--pid', P, '--ports', '9000', '--name', '../x'], /invalid name/],
     [['attach', '--pid', P, '--ports', '9000', '--name', 'n'.repeat(65)], /invalid name/],
     [['attach', '--pid', P, '--ports', '9000', '--name', 'café'], /invalid name/],

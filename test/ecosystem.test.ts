@@ -35,7 +35,7 @@ test('metrics text: HELP/TYPE per family, escaped labels, one sample per attachm
         name: 'we"b\\1', pid: 7, command: 'x', protocols: ['tcp'], listeners: ['0.0.0.0:80'],
         sockets: [{protocol: 'tcp', family: 4, listener: '0.0.0.0:80', pid: 7, alive: true}],
         bindings: [{protocol: 'tcp', prefix: '0.0.0.0/0', ports: '1-2'}], ports: [1, 2], portsText: '1-2',
-        alive: true, processAlive: true, redirected: 5, missed: 1, mode: 'persistent',
+        alive: true, processAlive: true, redirected: 5, missed: 1, retaken: 0, mode: 'persistent',
         createdAt: '', netnsIno: 42, layout: 1,
       },
     ],

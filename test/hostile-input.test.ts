@@ -102,7 +102,7 @@ const CASES: Case[] = [
   {title: 'ports remove --address bogus', bad: 'ports:remove --address', args: () => ['ports', 'remove', 'web', '8001', '--address', 'bogus'], code: 2, says: () => re('invalid --address "bogus"')},
   {title: 'ports remove --netns to a missing file', bad: 'ports:remove --netns', args: () => ['ports', 'remove', 'web', '8001', '--netns', '/nonexistent/ns'], ownNetns: true, code: 2, says: () => re('--netns /nonexistent/ns: cannot open it (ENOENT)')},
   // --- pids ---
-  {title: 'pid absent (flag missing)', bad: 'attach --pid', args: () => ['attach', '--ports', '9000'], code: 2, says: () => /Missing required flag.*pid/},
+  {title: 'pid absent (flag missing)', bad: 'attach --pid', args: () => ['attach', '--ports', '9000'], code: 2, says: () => /give the target: --pid PID, --cgroup PATH or --unit NAME/},
   {title: 'pid empty', bad: 'attach --pid', args: attachPid(''), code: 2, says: () => re('invalid --pid ""')},
   {title: 'pid 0', bad: 'attach --pid', args: attachPid('0'), code: 2, says: () => re('invalid --pid 0')},
   {title: 'pid -5', bad: 'attach --pid', args: attachPid('-5'), code: 2, says: () => re('invalid --pid "-5"')},

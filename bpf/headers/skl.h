@@ -6,7 +6,7 @@
 
 /* Version of the pinned state's layout (maps, their keys and values, the program's contract).
  * 0 = skl 0.1.0 (no skl_info map). Bump on any incompatible change; `skl upgrade` migrates. */
-#define SKL_LAYOUT 1
+#define SKL_LAYOUT 2
 
 /* Services one dispatcher can hold, and their sockets: one per (protocol, family). */
 #define SKL_MAX_SERVICES 1024
@@ -57,12 +57,33 @@ struct skl_binding {
 #define SKL_SVC_PENDING 2
 /* skl_service.flags */
 #define SKL_SVC_F_REMOVING 1 /* a pending service being removed (not added) */
+#define SKL_SVC_F_FOLLOW 2   /* new listening sockets of its cgroup are stored as they appear */
 
 /* Per-CPU counters of a service. */
 struct skl_counters {
 	__u64 redirected; /* connections/datagrams steered to the service's socket */
 	__u64 missed;     /* bound to the service, but its socket for the family is gone or refused */
+	__u64 retaken;    /* sockets the follow program stored when the service listened again */
 };
+
+/* Following a service across restarts: a listener (family, port, address as bound) -> the
+ * service whose destinations a new listening socket of it fills, in the dispatcher's network
+ * namespace only. Filled by skl; read by the sock_ops program on the followed cgroups. */
+#define SKL_MAX_FOLLOW 4096
+struct skl_follow_key {
+	__u8 family; /* 4 or 6 */
+	__u8 pad;
+	__u16 port;
+	__u8 addr[16]; /* IPv4: the first 4 bytes */
+};
+
+struct skl_follow {
+	__u32 service;
+	__u32 dests;         /* SKL_FOLLOW_D_*: which traffic families the socket serves */
+	__u64 netns_cookie;  /* the dispatcher's network namespace */
+};
+#define SKL_FOLLOW_D_V4 1
+#define SKL_FOLLOW_D_V6 2
 
 /* One socket of a service (userspace's record; the socket itself is in target_socket). */
 struct skl_socket_meta {
@@ -86,6 +107,7 @@ struct skl_service {
 	__u32 flags;      /* SKL_SVC_F_* */
 	char comm[16];
 	char name[64];
+	__u64 cgroup_ino; /* the followed cgroup v2 directory (SKL_SVC_F_FOLLOW) */
 	struct skl_socket_meta sockets[SKL_DESTS_PER_SERVICE]; /* index: protocol * 2 + (family == 6) */
 };
 

@@ -47,8 +47,11 @@ export interface LinkInfo {
   netnsIno: number;
   attachType: number;
   ifindex: number;
+  /** cgroup links: the cgroup's id (its cgroup2 directory's inode) */
+  cgroupId?: number;
 }
 
+export const BPF_LINK_TYPE_CGROUP = 3;
 export const BPF_LINK_TYPE_NETNS = 5;
 export const BPF_LINK_TYPE_XDP = 6;
 
@@ -62,6 +65,7 @@ export function linkInfoByFd(fd: number): LinkInfo {
     netnsIno: type === BPF_LINK_TYPE_NETNS ? b.readUInt32LE(16) : 0,
     attachType: type === BPF_LINK_TYPE_NETNS ? b.readUInt32LE(20) : 0,
     ifindex: type === BPF_LINK_TYPE_XDP ? b.readUInt32LE(16) : 0,
+    ...(type === BPF_LINK_TYPE_CGROUP ? {cgroupId: Number(b.readBigUInt64LE(16)), attachType: b.readUInt32LE(24)} : {}),
   };
 }
 

@@ -32,6 +32,24 @@ export class Link {
     return new Link(ptr, path);
   }
 
+  /**
+   * Attach a pinned program to a target (a cgroup fd for cgroup attach types) with a new bpf_link
+   * (bpf_link_create). The caller pins or closes it.
+   */
+  static createForPinnedProgram(progPath: string, targetFd: number, attachType: number, what: string): Link {
+    const pfd = libbpf.bpf_obj_get(progPath);
+    if (pfd < 0) throw errorFor('open pinned program', errno(), progPath);
+    try {
+      const opts = Buffer.alloc(64); // struct bpf_link_create_opts (libbpf 1.1.2): sz, then zeros
+      opts.writeBigUInt64LE(64n, 0);
+      const fd = libbpf.bpf_link_create(pfd, targetFd, attachType, opts);
+      if (fd < 0) throw errorFor('attach', -fd, what);
+      return new Link({fd}, what);
+    } finally {
+      close(pfd);
+    }
+  }
+
   /** Open a link by id (a new reference; closing it does not detach, `detach()` does). */
   static openById(id: number): Link {
     const fd = libbpf.bpf_link_get_fd_by_id(id);

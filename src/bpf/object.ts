@@ -28,6 +28,8 @@ export interface OpenOptions {
   maxEntries?: Record<string, number>;
   /** Existing maps to use instead of creating new ones, by map name. */
   reuseMaps?: Record<string, BpfMap>;
+  /** Programs of the object not to load (e.g. one the kernel cannot verify). */
+  skipPrograms?: string[];
 }
 
 export class BpfObject implements Disposable {
@@ -52,6 +54,7 @@ export class BpfObject implements Disposable {
     try {
       for (const [name, n] of Object.entries(opts.maxEntries ?? {})) obj.setMaxEntries(name, n);
       for (const [name, map] of Object.entries(opts.reuseMaps ?? {})) obj.reuseMap(name, map);
+      for (const name of opts.skipPrograms ?? []) obj.program(name).setAutoload(false);
       obj.loadIntoKernel();
       return obj;
     } catch (error) {

@@ -40,6 +40,21 @@ export class Program {
     return libbpf.bpf_program__type(this.ptr);
   }
 
+  /** Whether the object's load loads this program (before load only). */
+  setAutoload(on: boolean): void {
+    const rc = libbpf.bpf_program__set_autoload(this.ptr, on);
+    if (rc < 0) throw errorFor('set autoload', -rc, this.name);
+  }
+
+  /** Attach to a cgroup v2 directory (given an fd of it) through a bpf_link, for an attach type. */
+  attachCgroup(cgroupFd: number, attachType: number, what = 'cgroup'): Link {
+    const opts = Buffer.alloc(LINK_CREATE_OPTS_SIZE);
+    opts.writeBigUInt64LE(BigInt(LINK_CREATE_OPTS_SIZE), 0);
+    const fd = libbpf.bpf_link_create(this.fd, cgroupFd, attachType, opts);
+    if (fd < 0) throw errorFor('attach', -fd, `${this.name} to ${what}`);
+    return new Link({fd}, `${this.name}@${what}`);
+  }
+
   /** Pin the program in bpffs (keeps it loaded while the pin exists). */
   pin(path: string): void {
     const rc = libbpf.bpf_obj_pin(this.fd, path);

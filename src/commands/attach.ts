@@ -21,10 +21,15 @@ export default class Attach extends SklCommand {
     {command: '<%= config.bin %> attach --pid 1234 --ports all --address 127.0.0.9/32', description: 'every port of one local address'},
     {command: '<%= config.bin %> attach --pid 1234 --ports 8081 --netns /run/netns/blue', description: 'act on another network namespace'},
     {command: '<%= config.bin %> attach --pid 1234 --ports 8081 --foreground', description: 'stay attached until Ctrl-C'},
+    {command: '<%= config.bin %> attach --unit nginx.service --ports 8080', description: 'keep the extra ports through restarts of the unit'},
+    {command: '<%= config.bin %> attach --cgroup system.slice/app.service --listener :8000 --ports 8001', description: 'attach before the service starts: its ports work when it listens'},
   ];
 
   static override flags = {
-    pid: Flags.string({char: 'p', description: 'process whose socket receives the connections', required: true, helpValue: 'PID'}),
+    pid: Flags.string({char: 'p', description: 'process whose sockets receive the connections', helpValue: 'PID'}),
+    cgroup: Flags.string({description: 'follow the service in this cgroup v2 directory across restarts (its new listening sockets are steered to as they appear, in the kernel)', helpValue: 'PATH'}),
+    unit: Flags.string({description: 'follow a systemd unit across restarts (its cgroup; its main process\'s sockets now)', helpValue: 'NAME'}),
+    follow: Flags.boolean({description: 'with --pid: follow the process\'s cgroup across restarts (refused for the root or a shared cgroup unless --force)', default: false}),
     ports: Flags.string({description: 'extra ports: 80,443,8000-8999, or all (required unless replacing an existing --name)', helpValue: 'LIST'}),
     proto: Flags.string({description: 'protocol(s) of the service', options: ['tcp', 'udp', 'tcp,udp', 'udp,tcp'], default: 'tcp'}),
     name: Flags.string({char: 'n', description: 'service name [A-Za-z0-9_.-]{1,64} (default <comm>-<pid>); an existing name has its sockets replaced in place'}),
@@ -39,8 +44,12 @@ export default class Attach extends SklCommand {
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Attach);
+    if (flags.pid === undefined && flags.cgroup === undefined && flags.unit === undefined) throw new UsageError('give the target: --pid PID, --cgroup PATH or --unit NAME');
     const opts: AttachOptions = {
-      pid: parsePid(flags.pid),
+      pid: flags.pid === undefined ? undefined : parsePid(flags.pid),
+      cgroup: flags.cgroup,
+      unit: flags.unit,
+      follow: flags.follow,
       ports: flags.ports === undefined ? undefined : parsePortSpec(flags.ports),
       proto: parseProtos(flags.proto),
       name: flags.name,
@@ -72,8 +81,10 @@ export default class Attach extends SklCommand {
     }
     const verb = r.replaced ? 'replaced' : 'attached';
     const bindings = r.bindings.map((b) => `${b.protocol.toUpperCase()} ${b.ports}${b.prefix === '0.0.0.0/0' || b.prefix === '::/0' ? '' : ` @${b.prefix}`}`);
+    const target = r.pid ? `${r.comm}[${r.pid}] ${r.listeners.join(' ')}` : `the first listener on ${r.follow?.listeners.join(' ')}`;
+    const follows = r.follow ? dim(` (follows cgroup ${r.follow.cgroup} across restarts)`) : '';
     this.log(
-      `${ok('✔')} ${verb} ${r.name}: ${[...new Set(bindings)].join(', ')} → ${r.comm}[${r.pid}] ${r.listeners.join(' ')}` +
+      `${ok('✔')} ${verb} ${r.name}: ${[...new Set(bindings)].join(', ')} → ${target}${follows}` +
         (foreground ? dim(' (foreground: Ctrl-C to detach)') : ''),
     );
   }

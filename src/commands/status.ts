@@ -40,8 +40,8 @@ export default class Status extends SklCommand {
       ellipsize(bindingsText(a.bindings)),
       String(a.redirected),
       a.missed ? bad(String(a.missed)) : '0',
-      a.alive ? ok('yes') : bad(a.processAlive ? 'socket closed' : 'process gone'),
-      (a.mode === 'foreground' ? `foreground (owner ${a.ownerPid})` : 'persistent') + (a.layout === 0 ? ' (skl 0.1.0)' : ''),
+      a.alive ? ok('yes') : a.follow ? bad(a.follow.currentPid ? 'not listening' : 'waiting') : bad(a.processAlive ? 'socket closed' : 'process gone'),
+      (a.mode === 'foreground' ? `foreground (owner ${a.ownerPid})` : 'persistent') + (a.layout === 0 ? ' (skl 0.1.0)' : '') + (a.follow ? ` follows ${a.follow.cgroup} (${a.retaken} re-taken)` : ''),
     ]);
     this.log(table(['NAME', 'PID', 'COMMAND', 'PROTO', 'LISTENER', 'PORTS', 'REDIRECTED', 'MISSED', 'ALIVE', 'MODE'], rows));
   }

@@ -2,7 +2,8 @@ import {Flags} from '../cli/oclif.js';
 import {SklCommand} from '../cli/base.js';
 import {jsonFlag, netnsFlag} from '../cli/flags.js';
 import {dim, note, ok} from '../cli/render.js';
-import {upgrade} from '../dispatcher/upgrade.js';
+import {upgrade, UpgradeFailed, type UpgradeReport} from '../dispatcher/upgrade.js';
+import {chalk} from '../cli/color.js';
 
 export default class Upgrade extends SklCommand {
   static override summary = 'Move pinned state written by an older skl to this skl\'s layout, with no connection dropped';
@@ -24,7 +25,21 @@ export default class Upgrade extends SklCommand {
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Upgrade);
-    const r = await upgrade({netns: flags.netns, all: flags.all, dryRun: flags['dry-run']});
+    let r;
+    try {
+      r = await upgrade({netns: flags.netns, all: flags.all, dryRun: flags['dry-run']});
+    } catch (error) {
+      if (!(error instanceof UpgradeFailed)) throw error;
+      this.render({namespaces: error.done}, flags.json);
+      for (const p of error.problems) process.stderr.write(`${chalk.red('error:')} ${p}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    this.render(r, flags.json);
+  }
+
+  private render(r: UpgradeReport, json: boolean): void {
+    const flags = {json};
     for (const n of r.namespaces.flatMap((x) => x.notices)) process.stderr.write(`${note('notice:')} ${n}\n`);
     if (flags.json) {
       this.log(JSON.stringify({namespaces: r.namespaces.map(({notices: _n, ...x}) => x)}));

@@ -1,16 +1,17 @@
 /** Attaching a service: persistent (the namespace's pinned dispatcher) or foreground (objects of this process only). */
 import {requireFeature, probeProgType} from '../bpf/features.js';
-import {BpfObject} from '../bpf/object.js';
 import type {Link} from '../bpf/link.js';
 import {SklError, UsageError} from '../sys/errors.js';
 import type {Netns} from '../sys/netns.js';
 import type {Proto} from '../sys/sockets.js';
 import {bindingSpecs, bindingsOf, groupBindings, portsText, bindingId, type BindingSpec} from './bindings.js';
 import {defaultName, validateName, type AddressPrefix, type PortSpec} from './input.js';
-import {anyPrefix, LAYOUT, MAX_SERVICES, prefixText, SVC_READY, type Prefix} from './layout.js';
+import {anyPrefix, DESTS_PER_SERVICE, LAYOUT, MAX_SERVICES, prefixText, SVC_F_FOLLOW, SVC_READY, type Prefix} from './layout.js';
+import {cgroupByPath, cgroupOfPid, checkFollowClaims, listenerText as followListenerText, ensureCgroupLink, followEntries, followFamilies, listeningPidIn, setFollow, unitCgroup, type Cgroup, type FollowEntry} from './follow.js';
+import type {Family} from '../sys/sockets.js';
 import {checkClaims, checkHijack, closeAll, DEFAULT_NETNS, legacyClaims, openAll, ownSockets, servicesByName, socketId, withNetns, type LegacyClaim, type ServiceRef} from './namespace.js';
 import {familiesOf, releaseService, removeService, replaceService, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
-import {DispatcherState, dispatcherObjectBytes} from './state.js';
+import {DispatcherState, loadDispatcher} from './state.js';
 import {mapsOf, PROGRAM_NAME, Store, type StoreOptions} from './store.js';
 import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
@@ -34,8 +35,14 @@ export interface AttachOptions extends CommonOptions {
   name?: string;
   /** local prefixes the bindings route (default: every address of each family the service's sockets serve) */
   addresses?: AddressPrefix[];
-  /** claim bindings even when another socket already serves them */
+  /** claim bindings even when another socket already serves them; follow a shared cgroup */
   force?: boolean;
+  /** follow the service's listener in this cgroup v2 directory (absolute, or below the cgroup2 mount) */
+  cgroup?: string;
+  /** follow a systemd unit (its cgroup; its main process's sockets now) */
+  unit?: string;
+  /** follow `pid`'s cgroup */
+  follow?: boolean;
 }
 
 export interface BindingStatus {
@@ -59,6 +66,8 @@ export interface AttachResult {
   bindings: BindingStatus[];
   /** the name existed: its sockets (and bindings, if given) were replaced in place */
   replaced: boolean;
+  /** followed across restarts: the cgroup and the listeners followed there */
+  follow?: {cgroup: string; listeners: string[]};
   netnsIno: number;
   notices: string[];
 }
@@ -67,6 +76,11 @@ const asList = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array
 
 export function bindingStatus(list: readonly BindingSpec[]): BindingStatus[] {
   return groupBindings(list).map((g) => ({protocol: g.proto, prefix: prefixText(g.prefix), ports: portsText(g.ports)}));
+}
+
+/** Destination slots marking which traffic families (TCP) a service will serve. */
+function familySlots(families: readonly Family[]): unknown[] {
+  return [families.includes(4) ? true : undefined, families.includes(6) ? true : undefined, undefined, undefined];
 }
 
 /** What a new or changed service binds: protocols × prefixes × ports, each prefix of a family the service serves. */
@@ -119,6 +133,8 @@ interface AttachContext {
   existing: ServiceRef | undefined;
   /** foreground skl 0.1.0 processes' bindings */
   legacy: LegacyClaim[];
+  /** following: the cgroup and the listeners to follow */
+  follow?: {cgroup: Cgroup; entries: FollowEntry[]};
 }
 
 /**
@@ -126,26 +142,49 @@ interface AttachContext {
  * the SOCKMAP holds its own references), then run `fn` under the lock with the namespace's state open.
  */
 function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promise<T> {
-  if (opts.pid === undefined && asList(opts.fd).length === 0) return Promise.reject(new UsageError('give the target: --pid PID (or, in-process, an fd of this process)'));
+  const following = opts.cgroup !== undefined || opts.unit !== undefined || opts.follow === true;
+  if (opts.pid === undefined && asList(opts.fd).length === 0 && !following) return Promise.reject(new UsageError('give the target: --pid PID, --cgroup PATH or --unit NAME (or, in-process, an fd of this process)'));
+  if ([opts.cgroup, opts.unit].filter((x) => x !== undefined).length > 1) return Promise.reject(new UsageError('give --cgroup or --unit, not both'));
+  if (opts.follow && opts.pid === undefined && opts.cgroup === undefined && opts.unit === undefined) return Promise.reject(new UsageError('--follow needs --pid PID (or use --cgroup/--unit)'));
   if (opts.name !== undefined) validateName(opts.name);
   const protos = protosOf(opts);
+  if (following && protos.includes('udp')) {
+    return Promise.reject(new SklError('following a UDP service is not available in this skl (no cgroup hook can store a UDP socket); follow its TCP listener, or re-attach UDP after a restart'));
+  }
   requireFeature('sk_lookup', () => probeProgType('sk_lookup'));
   return withNetns(opts.netns, async (ns) => {
     const store = new Store(ns, opts);
-    const pid = opts.pid ?? process.pid;
+    const listeners = asList(opts.listener);
+    // the cgroup followed, and the process (if one runs now) whose sockets are taken now
+    let cgroup: Cgroup | undefined;
+    let pid = opts.pid;
+    if (opts.unit !== undefined) {
+      const u = unitCgroup(opts.unit);
+      cgroup = u.cgroup;
+      pid ??= u.pid || undefined;
+    } else if (opts.cgroup !== undefined) {
+      cgroup = cgroupByPath(opts.cgroup);
+      pid ??= listeningPidIn(cgroup, listeners) || undefined;
+    } else if (opts.follow) {
+      cgroup = cgroupOfPid(pid!, opts.force ?? false);
+    }
+    if (cgroup && pid === undefined && listeners.length === 0) {
+      throw new UsageError(`nothing in cgroup ${cgroup.path} listens yet: say which listener to follow with --listener ADDR:PORT (or :PORT)`);
+    }
     const retry = (listener: string): string =>
-      ['skl attach --pid', pid, '--listener', listener, ...(protos.length > 1 || protos[0] !== 'tcp' ? ['--proto', protos.join(',')] : []), ...(opts.ports ? ['--ports', opts.ports === 'all' ? 'all' : portsText(opts.ports)] : []), ...(opts.name ? ['--name', opts.name] : []), ...(opts.netns ? ['--netns', opts.netns] : [])].join(' ');
-    const t = takeService({pid, protos, fds: asList(opts.fd), listeners: asList(opts.listener), retry});
+      ['skl attach --pid', pid ?? process.pid, '--listener', listener, ...(protos.length > 1 || protos[0] !== 'tcp' ? ['--proto', protos.join(',')] : []), ...(opts.ports ? ['--ports', opts.ports === 'all' ? 'all' : portsText(opts.ports)] : []), ...(opts.name ? ['--name', opts.name] : []), ...(opts.netns ? ['--netns', opts.netns] : [])].join(' ');
+    const t = pid !== undefined || !cgroup ? takeService({pid: pid ?? process.pid, protos, fds: asList(opts.fd), listeners, retry}) : emptyService();
     try {
       if (t.netnsIno !== undefined && t.netnsIno !== ns.ino) {
         const here = ns.path === DEFAULT_NETNS ? 'this one' : ns.path;
         throw new SklError(`the sockets of process ${t.pid} belong to another network namespace than ${here}; attach there with --netns /proc/${t.pid}/ns/net`);
       }
-      const name = opts.name ?? defaultName(t.comm, t.pid);
+      const follow = cgroup ? {cgroup, entries: followEntries(t.sockets.length ? t : undefined, listeners)} : undefined;
+      const name = opts.name ?? (t.pid ? defaultName(t.comm, t.pid) : cgroup!.path.split('/').filter(Boolean).at(-1)?.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64) || 'followed');
       return await store.locked(() => {
         const all = openAll(store);
         try {
-          return fn({ns, store, t, name, protos, all, existing: servicesByName(all).get(name), legacy: legacyClaims(store)});
+          return fn({ns, store, t, name, protos, all, existing: servicesByName(all).get(name), legacy: legacyClaims(store), follow});
         } finally {
           closeAll(all);
         }
@@ -156,9 +195,14 @@ function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promi
   });
 }
 
+/** A service followed before its process runs: no sockets yet. */
+function emptyService(): TakenService {
+  return {pid: 0, comm: '', netnsIno: undefined, sockets: [], dests: new Array(DESTS_PER_SERVICE).fill(undefined)};
+}
+
 /** Give a process extra ports through the namespace's shared, pinned dispatcher. */
 export function attach(opts: AttachOptions): Promise<AttachResult> {
-  return withService(opts, ({ns, store, t, name, protos, all, existing, legacy}) => {
+  return withService(opts, ({ns, store, t, name, protos, all, existing, legacy, follow}) => {
     if (existing && existing.state.kind === 'foreground') {
       throw new SklError(`${name} is a foreground service of skl process ${existing.record.ownerPid}; stop that process first or pick another --name`);
     }
@@ -176,7 +220,9 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
     } else {
       const ports = opts.ports ?? [...new Set(old.map((b) => b.port))];
       if (ports !== 'all' && ports.length === 0) throw new UsageError('--ports is empty');
-      list = plannedBindings(protos, t.dests, opts.addresses, ports !== 'all' && ports.includes(0) ? 'all' : ports);
+      // a followed service not running yet serves the families of the listeners it follows
+      const slots = t.sockets.length || !follow ? t.dests : familySlots(followFamilies(follow.entries));
+      list = plannedBindings(protos, slots, opts.addresses, ports !== 'all' && ports.includes(0) ? 'all' : ports);
     }
     checkClaims(all, existing, list, legacy);
     const held = new Set(old.map(bindingId));
@@ -190,9 +236,20 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
     if (created) all.push(pinned);
     const notices = [...store.notices];
     const meta = serviceMeta(t, name, ns.ino, 0, SVC_READY);
+    if (follow) {
+      const names = new Map(pinned.services().map((x) => [x.id, x.name]));
+      checkFollowClaims(pinned, existing?.record.id, follow.entries, (id) => names.get(id) ?? `service ${id}`);
+      meta.flags |= SVC_F_FOLLOW;
+      meta.cgroupIno = follow.cgroup.ino;
+      if (!t.sockets.length) meta.pid = 0;
+    }
     if (existing) {
       const id = existing.record.id;
       meta.createdNs = existing.record.createdNs;
+      if (follow) {
+        setFollow(pinned, id, follow.entries, ns);
+        ensureCgroupLink(store.dir, follow.cgroup);
+      }
       const keep = new Set(list.map(bindingId));
       replaceService(store, pinned, id, meta, t, list.filter((b) => !held.has(bindingId(b))), old.filter((b) => !keep.has(bindingId(b))));
       const lost = existing.record.sockets.map((s, i) => (s && !t.dests[i] ? i : -1)).filter((i) => i >= 0);
@@ -201,7 +258,14 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
       const id = pinned.freeService();
       if (id === undefined) throw new SklError(`this namespace already has the maximum of ${MAX_SERVICES} services; detach one first`);
       try {
-        writeNewService(pinned, id, meta, t, list);
+        const target = pinned;
+        writeNewService(pinned, id, meta, t, list, () => {
+          if (!follow) return;
+          // while the service is pending: a socket stored meanwhile waits, steering nothing
+          setFollow(target, id, follow.entries, ns);
+          crashPoint('follow:entries');
+          ensureCgroupLink(store.dir, follow.cgroup);
+        });
       } catch (error) {
         removeServiceQuietly(pinned, id);
         if (created) {
@@ -212,7 +276,8 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
         throw error;
       }
     }
-    return resultOf(t, name, protos, list, !!existing, ns, notices);
+    const r = resultOf(t, name, protos, list, !!existing, ns, notices);
+    return follow ? {...r, follow: {cgroup: follow.cgroup.path, listeners: follow.entries.map((e) => followListenerText(e.key))}} : r;
   });
 }
 
@@ -236,12 +301,15 @@ export interface ForegroundAttachment extends AttachResult {
 export function attachForeground(opts: AttachOptions): Promise<ForegroundAttachment> {
   if (opts.ports === undefined || (opts.ports !== 'all' && opts.ports.length === 0)) return Promise.reject(new UsageError('--ports is required'));
   const ports = opts.ports;
+  if (opts.cgroup !== undefined || opts.unit !== undefined || opts.follow) {
+    return Promise.reject(new UsageError('--foreground does not follow restarts (the follow program is pinned with the namespace\'s dispatcher); drop --foreground'));
+  }
   return withService(opts, ({ns, store, t, name, protos, all, existing, legacy}) => {
     if (existing) throw new SklError(`a service named ${name} already exists; pick another --name`);
     const list = plannedBindings(protos, t.dests, opts.addresses, ports);
     checkClaims(all, undefined, list, legacy);
     checkHijack(ns, list, ownSockets(t.sockets), opts.force ?? false);
-    const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+    const obj = loadDispatcher().obj;
     let link: Link | undefined;
     try {
       const d = new DispatcherState('foreground', mapsOf(obj), 0);

@@ -27,7 +27,8 @@ export type CrashPoint =
   | 'upgrade:swapped'
   | 'upgrade:link-moved'
   | 'upgrade:old-renamed'
-  | 'upgrade:published';
+  | 'upgrade:published'
+  | 'follow:entries';
 
 export function crashPoint(point: CrashPoint): void {
   if (process.env.SKL_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');

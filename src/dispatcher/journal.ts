@@ -23,7 +23,7 @@ import {socketInodesOf} from '../sys/sockets.js';
 import {addBindings, bindingsOf, portsText, readBindings, removeBindings, type BindingSpec} from './bindings.js';
 import {crashPoint, type CrashPoint} from './faults.js';
 import {DESTS_PER_SERVICE, encodeInfo, SVC_READY, type ServiceMeta} from './layout.js';
-import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName, type ServiceRecord} from './state.js';
+import {DispatcherState, loadDispatcher, MAP_NAMES, type MapName, type ServiceRecord} from './state.js';
 import {SKL_VERSION} from '../version.js';
 
 /** Pseudo-services of a journal image. */
@@ -73,7 +73,7 @@ export class Journal {
     const name = `${place.netns.ino}-change-${process.pid}`;
     const dir = mkdirBpffs(place.bpffsRoot, 'skl', name);
     try {
-      const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o (journal)'});
+      const obj = loadDispatcher().obj;
       try {
         const img = new DispatcherState('pinned', mapsOfObject(obj), 0);
         img.writeService(change.id, change.meta);

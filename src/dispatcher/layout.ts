@@ -3,7 +3,7 @@ import type {Family, Proto} from '../sys/sockets.js';
 import {formatV6} from '../sys/sockets.js';
 
 /** Layout of the pinned state this skl writes (SKL_LAYOUT). 0 = skl 0.1.0's (no skl_info map). */
-export const LAYOUT = 1;
+export const LAYOUT = 2;
 export const MAX_SERVICES = 1024;
 export const DESTS_PER_SERVICE = 4;
 export const MAX_DESTS = MAX_SERVICES * DESTS_PER_SERVICE;
@@ -17,11 +17,17 @@ export const PORT_F_PREFIX_V6 = 1 << 25;
 export const PORT_F_HOST_V4 = 1 << 26;
 export const PORT_F_HOST_V6 = 1 << 27;
 export const SOCKET_META_SIZE = 32;
-export const SERVICE_SIZE = 48 + 64 + DESTS_PER_SERVICE * SOCKET_META_SIZE;
+export const SERVICE_SIZE = 48 + 64 + 8 + DESTS_PER_SERVICE * SOCKET_META_SIZE;
+const SOCKETS_AT = 120;
 export const BINDING_KEY_SIZE = 24;
 export const BINDING_SIZE = 8;
 export const INFO_SIZE = 40;
-export const COUNTER_FIELDS = ['redirected', 'missed'] as const;
+export const COUNTER_FIELDS = ['redirected', 'missed', 'retaken'] as const;
+export const MAX_FOLLOW = 4096;
+export const FOLLOW_KEY_SIZE = 20;
+export const FOLLOW_SIZE = 16;
+export const FOLLOW_D_V4 = 1;
+export const FOLLOW_D_V6 = 2;
 
 /** Service states: only a ready service is steered to (the program checks). */
 export const SVC_FREE = 0;
@@ -29,6 +35,8 @@ export const SVC_READY = 1;
 export const SVC_PENDING = 2;
 /** service flags: a pending service that was being removed (not added) */
 export const SVC_F_REMOVING = 1;
+/** service flags: new listening sockets of its cgroup are stored as they appear */
+export const SVC_F_FOLLOW = 2;
 
 const SOCK_F_USED = 1;
 const SOCK_F_V6ONLY = 2;
@@ -147,6 +155,8 @@ export interface ServiceMeta {
   flags: number;
   comm: string;
   name: string;
+  /** the followed cgroup v2 directory's inode (SVC_F_FOLLOW), else 0 */
+  cgroupIno: number;
   /** by destination: index protocol * 2 + (traffic family == 6) */
   sockets: (SocketMeta | undefined)[];
 }
@@ -178,10 +188,11 @@ export function encodeService(m: ServiceMeta): Buffer {
   b.writeUInt32LE(m.flags, 28);
   writeCString(b, 32, 16, m.comm);
   writeCString(b, 48, 64, m.name);
+  b.writeBigUInt64LE(BigInt(m.cgroupIno), 112);
   for (let i = 0; i < DESTS_PER_SERVICE; i++) {
     const s = m.sockets[i];
     if (!s) continue;
-    const o = 112 + i * SOCKET_META_SIZE;
+    const o = SOCKETS_AT + i * SOCKET_META_SIZE;
     b.writeBigUInt64LE(BigInt(s.sockIno), o);
     b.writeUInt32LE(s.pid, o + 8);
     b.writeUInt16LE(s.listenPort, o + 12);
@@ -195,7 +206,7 @@ export function encodeService(m: ServiceMeta): Buffer {
 export function decodeService(b: Buffer): ServiceMeta {
   const sockets: (SocketMeta | undefined)[] = [];
   for (let i = 0; i < DESTS_PER_SERVICE; i++) {
-    const o = 112 + i * SOCKET_META_SIZE;
+    const o = SOCKETS_AT + i * SOCKET_META_SIZE;
     const flags = b.readUInt8(o + 15);
     if (!(flags & SOCK_F_USED)) {
       sockets.push(undefined);
@@ -220,6 +231,7 @@ export function decodeService(b: Buffer): ServiceMeta {
     flags: b.readUInt32LE(28),
     comm: readCString(b, 32, 16),
     name: readCString(b, 48, 64),
+    cgroupIno: Number(b.readBigUInt64LE(112)),
     sockets,
   };
 }
@@ -231,6 +243,46 @@ export function encodeInfo(layout: number, version: string): Buffer {
   return b;
 }
 export const decodeInfo = (b: Buffer): {layout: number; version: string} => ({layout: b.readUInt32LE(0), version: readCString(b, 8, 32)});
+
+// ---- following ----
+
+export interface FollowKey {
+  family: Family;
+  port: number;
+  /** 16 bytes, IPv4 mapped (as everywhere else) */
+  addr: Uint8Array;
+}
+
+export function encodeFollowKey(k: FollowKey): Buffer {
+  const b = Buffer.alloc(FOLLOW_KEY_SIZE);
+  b.writeUInt8(k.family, 0);
+  b.writeUInt16LE(k.port, 2);
+  if (k.family === 4) Buffer.from(k.addr.subarray(12, 16)).copy(b, 4);
+  else Buffer.from(k.addr).copy(b, 4);
+  return b;
+}
+
+export function decodeFollowKey(b: Buffer): FollowKey {
+  const family: Family = b.readUInt8(0) === 4 ? 4 : 6;
+  const addr = new Uint8Array(16);
+  if (family === 4) {
+    addr[10] = addr[11] = 0xff;
+    addr.set(b.subarray(4, 8), 12);
+  } else {
+    addr.set(b.subarray(4, 20));
+  }
+  return {family, port: b.readUInt16LE(2), addr};
+}
+
+export function encodeFollow(service: number, dests: number, netnsCookie: bigint): Buffer {
+  const b = Buffer.alloc(FOLLOW_SIZE);
+  b.writeUInt32LE(service, 0);
+  b.writeUInt32LE(dests, 4);
+  b.writeBigUInt64LE(netnsCookie, 8);
+  return b;
+}
+
+export const decodeFollow = (b: Buffer): {service: number; dests: number; netnsCookie: bigint} => ({service: b.readUInt32LE(0), dests: b.readUInt32LE(4), netnsCookie: b.readBigUInt64LE(8)});
 
 // ---- text ----
 

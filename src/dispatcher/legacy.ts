@@ -10,7 +10,9 @@
 import {existsSync} from 'node:fs';
 import {BpfMap, u32Key} from '../bpf/map.js';
 import type {Family, Proto} from '../sys/sockets.js';
-import {anyPrefix, destKey, DESTS_PER_SERVICE, SVC_READY, type Prefix, type ServiceMeta, type SocketMeta} from './layout.js';
+import {anyPrefix, decodeService, destKey, DESTS_PER_SERVICE, SERVICE_SIZE, SVC_READY, type Prefix, type ServiceMeta, type SocketMeta} from './layout.js';
+import {readBindings} from './bindings.js';
+import {DispatcherState, type MapName} from './state.js';
 import type {BindingSpec} from './bindings.js';
 
 export const LEGACY_MAP_NAMES = ['add_ports', 'target_socket', 'counters', 'allowed_addrs', 'target_meta'] as const;
@@ -22,6 +24,14 @@ const F_V4 = 1 << 16;
 const F_V6 = 1 << 17;
 const F_FILTER = 1 << 18;
 const SLOT_READY = 1;
+
+/** An older layout's state, read only: its services in today's model. */
+export interface OlderState {
+  readonly kind: 'pinned' | 'foreground';
+  readonly layout: number;
+  services(): LegacyService[];
+  close(): void;
+}
 
 /** Whether a pinned directory holds skl 0.1.0's layout. */
 export const isLegacyDir = (dir: string): boolean => !existsSync(`${dir}/skl_info`) && existsSync(`${dir}/target_meta`);
@@ -50,7 +60,8 @@ function legacyPrefix(addr: Uint8Array, len128: number): Prefix {
   return mapped ? {family: 4, addr: new Uint8Array(addr), len: len128 - 96} : {family: 6, addr: new Uint8Array(addr), len: len128};
 }
 
-export class LegacyState {
+export class LegacyState implements OlderState {
+  readonly layout = 0;
   constructor(
     readonly kind: 'pinned' | 'foreground',
     readonly maps: Record<LegacyMapName, BpfMap>,
@@ -127,6 +138,7 @@ export class LegacyState {
         flags: 0,
         comm: cstr(m, 72, 16),
         name: cstr(m, 88, 64),
+        cgroupIno: 0,
         sockets,
       };
       const bindings: BindingSpec[] = [];
@@ -148,4 +160,71 @@ export class LegacyState {
     }
     return out;
   }
+}
+
+// ---- layout 1 (skl 0.2.0): services and bindings, before following (no follow map, a 240-byte
+// service record without cgroup_ino, counters without retaken) ----
+
+const LAYOUT1_MAP_NAMES = ['add_ports', 'bindings', 'host_bindings', 'target_socket', 'counters', 'services', 'skl_info'] as const;
+const V1_SERVICE_SIZE = 240;
+
+function decodeServiceV1(b: Buffer): ServiceMeta {
+  // today's record, with the sockets where cgroup_ino now is
+  const shifted = Buffer.alloc(SERVICE_SIZE);
+  b.copy(shifted, 0, 0, 112);
+  b.copy(shifted, 120, 112, V1_SERVICE_SIZE);
+  return {...decodeService(shifted), cgroupIno: 0};
+}
+
+export class Layout1State implements OlderState {
+  readonly layout = 1;
+  readonly kind = 'pinned' as const;
+  private constructor(private readonly maps: Record<(typeof LAYOUT1_MAP_NAMES)[number], BpfMap>) {}
+
+  static openPinned(dir: string): Layout1State {
+    const maps = {} as Record<(typeof LAYOUT1_MAP_NAMES)[number], BpfMap>;
+    try {
+      for (const n of LAYOUT1_MAP_NAMES) maps[n] = BpfMap.openPinned(`${dir}/${n}`);
+    } catch (error) {
+      for (const m of Object.values(maps)) m.close();
+      throw error;
+    }
+    return new Layout1State(maps);
+  }
+
+  close(): void {
+    for (const m of Object.values(this.maps)) m.close();
+  }
+
+  services(): LegacyService[] {
+    const records: {id: number; meta: ServiceMeta}[] = [];
+    this.maps.services.lookupAll((keys, values, count) => {
+      for (let i = 0; i < count; i++) {
+        if (values.readUInt32LE(i * V1_SERVICE_SIZE) !== SVC_READY) continue;
+        records.push({id: keys.readUInt32LE(i * 4), meta: decodeServiceV1(values.subarray(i * V1_SERVICE_SIZE, (i + 1) * V1_SERVICE_SIZE))});
+      }
+    });
+    // the port table and the binding tables have today's format
+    const view = new DispatcherState('pinned', {...(this.maps as unknown as Record<MapName, BpfMap>)}, 0);
+    const byService = new Map<number, BindingSpec[]>();
+    for (const b of readBindings(view)) {
+      const l = byService.get(b.service) ?? [];
+      l.push(b);
+      byService.set(b.service, l);
+    }
+    return records.map(({id, meta}) => {
+      const sums = this.maps.counters.sumPerCpuU64(u32Key(id)) ?? [];
+      let alive = false;
+      for (let i = 0; i < DESTS_PER_SERVICE; i++) if (meta.sockets[i] && this.maps.target_socket.lookup(u32Key(id * DESTS_PER_SERVICE + i))) alive = true;
+      return {slot: id, meta, bindings: byService.get(id) ?? [], redirected: Number(sums[0] ?? 0n), missed: Number(sums[1] ?? 0n), alive};
+    });
+  }
+}
+
+/** Read the pinned state of an older layout (0 or 1), or undefined when the directory has none. */
+export function openOlderPinned(dir: string, layout: number): OlderState | undefined {
+  if (!existsSync(dir)) return undefined;
+  if (layout === 0 && isLegacyDir(dir)) return LegacyState.openPinned(dir);
+  if (layout === 1) return Layout1State.openPinned(dir);
+  return undefined;
 }

@@ -186,6 +186,7 @@ export function serviceMeta(t: TakenService, name: string, netnsIno: number, own
     flags: 0,
     comm: t.comm,
     name,
+    cgroupIno: 0,
     sockets: t.dests.map((s): SocketMeta | undefined =>
       s && {proto: s.proto, family: s.family, v6only: s.v6only, pid: s.pid, listenPort: s.port, listenAddr: addrBytes(s.address, s.family), sockIno: s.inode},
     ),
@@ -196,9 +197,10 @@ export function serviceMeta(t: TakenService, name: string, netnsIno: number, own
  * Write a new service into a free id: marked pending until complete (the program ignores it, and
  * the next skl rolls back a pending service left by an interrupted one), then ready.
  */
-export function writeNewService(d: DispatcherState, id: number, meta: ServiceMeta, t: TakenService, list: readonly BindingSpec[]): void {
+export function writeNewService(d: DispatcherState, id: number, meta: ServiceMeta, t: TakenService, list: readonly BindingSpec[], whilePending?: () => void): void {
   d.writeService(id, {...meta, state: SVC_PENDING});
   crashPoint('attach:pending');
+  whilePending?.();
   d.resetCounters(id);
   t.dests.forEach((s, i) => s && d.setSocket(id * DESTS_PER_SERVICE + i, s.dup));
   crashPoint('attach:socket-stored');
@@ -264,6 +266,7 @@ export function removeService(d: DispatcherState, id: number): void {
   crashPoint('detach:pending');
   removeBindings(d, id, bindingsOf(d, id));
   crashPoint('detach:bindings-removed');
+  for (const x of d.followEntries()) if (x.service === id) d.deleteFollow(x.key);
   for (let i = 0; i < DESTS_PER_SERVICE; i++) d.deleteSocket(id * DESTS_PER_SERVICE + i);
   d.resetCounters(id);
   d.clearService(id);

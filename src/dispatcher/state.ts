@@ -7,6 +7,7 @@
 import {readFileSync} from 'node:fs';
 import {fileURLToPath} from 'node:url';
 import {BpfMap, u32Key, numPossibleCpus} from '../bpf/map.js';
+import {BpfObject} from '../bpf/object.js';
 import {BPF_ANY} from '../bpf/map.js';
 import {BpfError, errorFor} from '../bpf/errors.js';
 import {
@@ -25,13 +26,20 @@ import {
   SVC_FREE,
   type BindingKey,
   type BindingTable,
+  type FollowKey,
+  decodeFollow,
+  decodeFollowKey,
+  encodeFollow,
+  encodeFollowKey,
   type ServiceMeta,
 } from './layout.js';
 
 const EINVAL = 22;
 const E2BIG = 7;
 
-export const MAP_NAMES = ['add_ports', 'bindings', 'host_bindings', 'target_socket', 'counters', 'services', 'skl_info'] as const;
+export const MAP_NAMES = ['add_ports', 'bindings', 'host_bindings', 'target_socket', 'counters', 'services', 'follow', 'skl_info'] as const;
+/** The sock_ops program that follows services across restarts (pinned as follow_prog). */
+export const FOLLOW_PROGRAM = 'sk_follow';
 export type MapName = (typeof MAP_NAMES)[number];
 
 /** The compiled dispatcher, shipped with the package (built by `npm run build:bpf`). */
@@ -39,9 +47,28 @@ export function dispatcherObjectBytes(): Buffer {
   return readFileSync(fileURLToPath(new URL('../../../bpf/sk_dispatch.o', import.meta.url)));
 }
 
+/**
+ * Load the dispatcher object. Its follow program needs the netns cookie in sock_ops (Linux 5.15):
+ * on an older kernel it is left out (`follow` false) and everything else works.
+ */
+export function loadDispatcher(): {obj: BpfObject; follow: boolean} {
+  try {
+    return {obj: BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'}), follow: true};
+  } catch (error) {
+    if (!(error instanceof BpfError)) throw error;
+    try {
+      return {obj: BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o', skipPrograms: [FOLLOW_PROGRAM]}), follow: false};
+    } catch {
+      throw error;
+    }
+  }
+}
+
 export interface Counters {
   redirected: number;
   missed: number;
+  /** sockets the follow program stored when the service listened again */
+  retaken: number;
 }
 
 export interface ServiceRecord extends ServiceMeta {
@@ -247,6 +274,25 @@ export class DispatcherState {
       return;
     }
     for (let i = 0; i < count; i++) this.tableInsert(table, keys.subarray(i * BINDING_KEY_SIZE, (i + 1) * BINDING_KEY_SIZE), values.subarray(i * BINDING_SIZE, (i + 1) * BINDING_SIZE));
+  }
+
+  // ---- followed listeners ----
+
+  followEntries(): {key: FollowKey; service: number; dests: number; netnsCookie: bigint}[] {
+    const out: {key: FollowKey; service: number; dests: number; netnsCookie: bigint}[] = [];
+    for (const k of this.maps.follow.keys()) {
+      const v = this.maps.follow.lookup(k);
+      if (v) out.push({key: decodeFollowKey(k), ...decodeFollow(v)});
+    }
+    return out;
+  }
+
+  setFollow(key: FollowKey, service: number, dests: number, netnsCookie: bigint): void {
+    this.maps.follow.update(encodeFollowKey(key), encodeFollow(service, dests, netnsCookie));
+  }
+
+  deleteFollow(key: FollowKey): void {
+    this.maps.follow.delete(encodeFollowKey(key));
   }
 
   /** Delete a key (absent: nothing to do). */

@@ -1,11 +1,12 @@
 /** Everything skl has attached in a namespace, rebuilt from the kernel's state alone. */
 import {SklError} from '../sys/errors.js';
-import {processAlive} from '../sys/proc.js';
+import {processAlive, processInfo} from '../sys/proc.js';
 import type {Proto} from '../sys/sockets.js';
 import {groupBindings, portsText, readBindings, type Binding, type BindingSpec} from './bindings.js';
 import {validateName} from './input.js';
-import {destKey, DESTS_PER_SERVICE, LAYOUT, listenerText, prefixText, SVC_READY, type ServiceMeta} from './layout.js';
-import {LegacyState} from './legacy.js';
+import {destKey, DESTS_PER_SERVICE, FOLLOW_D_V4, FOLLOW_D_V6, LAYOUT, listenerText, prefixText, SVC_F_FOLLOW, SVC_READY, type FollowKey, type ServiceMeta} from './layout.js';
+import {cgroupByPath, cgroupPathByIno, listeningPidIn, listenerText as followListenerText} from './follow.js';
+import type {OlderState} from './legacy.js';
 import {closeAll, openAll, where, withNetns} from './namespace.js';
 import {LayoutError, Store} from './store.js';
 import type {Netns} from '../sys/netns.js';
@@ -39,6 +40,10 @@ export interface ServiceStatus {
   processAlive: boolean;
   redirected: number;
   missed: number;
+  /** new listening sockets the follow program stored (restarts followed in the kernel) */
+  retaken: number;
+  /** followed across restarts: the cgroup, and the process listening there now (0: none) */
+  follow?: {cgroup: string; currentPid: number; listeners: string[]};
   mode: 'persistent' | 'foreground';
   /** skl process holding a foreground service */
   ownerPid?: number;
@@ -77,7 +82,7 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
   let damaged: string | undefined;
   let upgrade: string | undefined;
   let all: DispatcherState[];
-  let legacy: LegacyState[] = [];
+  let legacy: OlderState[] = [];
   let pinnedElsewhere = false;
   try {
     all = openAll(store);
@@ -90,7 +95,7 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
     pinnedElsewhere = error instanceof LayoutError;
     all = store.foreground();
     // skl 0.1.0's pinned state: read it (read-only commands read every layout skl shipped)
-    if (error instanceof LayoutError && error.layout === 0) {
+    if (error instanceof LayoutError && error.layout < LAYOUT) {
       const old = store.openLegacyPinned();
       if (old) legacy.push(old);
       upgrade = damaged;
@@ -121,6 +126,9 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
 
 interface ServiceView {
   meta: ServiceMeta;
+  follow?: ServiceStatus['follow'];
+  /** a followed service's listeners */
+  followed?: {key: FollowKey; dests: number}[];
   bindings: readonly BindingSpec[];
   counters: Counters;
   /** whether the SOCKMAP still holds the socket of destination i */
@@ -132,14 +140,25 @@ interface ServiceView {
 function serviceStatus(v: ServiceView, ns: Netns): ServiceStatus {
   const s = v.meta;
   const sockets: SocketStatus[] = [];
-  s.sockets.forEach((m, i) => {
-    if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: m.pid, alive: v.alive(i)});
-  });
+  if (v.followed) {
+    // a followed service's sockets are the ones the kernel stored last: its followed listeners
+    for (const f of v.followed) {
+      for (const family of [4, 6] as const) {
+        if (!(f.dests & (family === 4 ? FOLLOW_D_V4 : FOLLOW_D_V6))) continue;
+        sockets.push({protocol: 'tcp', family, listener: followListenerText(f.key), pid: v.follow?.currentPid ?? 0, alive: v.alive(family === 4 ? 0 : 1)});
+      }
+    }
+  } else {
+    s.sockets.forEach((m, i) => {
+      if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: m.pid, alive: v.alive(i)});
+    });
+  }
   const ports = [...new Set(v.bindings.map((b) => b.port))].sort((a, b) => a - b);
+  const pid = v.follow?.currentPid || s.pid;
   return {
     name: s.name,
-    pid: s.pid,
-    command: s.comm,
+    pid,
+    command: v.follow?.currentPid ? (processInfo(v.follow.currentPid)?.comm ?? s.comm) : s.comm,
     protocols: (['tcp', 'udp'] as const).filter((p) => sockets.some((x) => x.protocol === p)),
     listeners: [...new Set(sockets.map((x) => x.listener))],
     sockets,
@@ -147,9 +166,11 @@ function serviceStatus(v: ServiceView, ns: Netns): ServiceStatus {
     ports: ports.filter((p) => p !== 0),
     portsText: portsText(ports),
     alive: sockets.length > 0 && sockets.every((x) => x.alive),
-    processAlive: processAlive(s.pid),
+    processAlive: pid !== 0 && processAlive(pid),
     redirected: v.counters.redirected,
     missed: v.counters.missed,
+    retaken: v.counters.retaken,
+    ...(v.follow ? {follow: v.follow} : {}),
     mode: v.kind === 'pinned' ? 'persistent' : 'foreground',
     ...(v.kind === 'foreground' ? {ownerPid: s.ownerPid} : {}),
     createdAt: new Date(Number(s.createdNs / 1_000_000n)).toISOString(),
@@ -168,14 +189,40 @@ function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): Se
     else bindings.set(b.service, [b]);
   }
   const layout = d.info().layout;
+  const followed = records.some((s) => s.flags & SVC_F_FOLLOW) ? d.followEntries() : [];
   return records.map((s) =>
-    serviceStatus({meta: s, bindings: bindings.get(s.id) ?? [], counters: d.counters(s.id), alive: (i) => d.socketAlive(s.id * DESTS_PER_SERVICE + i), kind: d.kind, layout}, ns),
+    serviceStatus(
+      {
+        meta: s,
+        bindings: bindings.get(s.id) ?? [],
+        counters: d.counters(s.id),
+        alive: (i) => d.socketAlive(s.id * DESTS_PER_SERVICE + i),
+        kind: d.kind,
+        layout,
+        follow: s.flags & SVC_F_FOLLOW ? followView(s.cgroupIno, followed.filter((f) => f.service === s.id).map((f) => f.key)) : undefined,
+        followed: s.flags & SVC_F_FOLLOW ? followed.filter((f) => f.service === s.id) : undefined,
+      },
+      ns,
+    ),
   );
 }
 
-function legacyServicesOf(l: LegacyState, ns: Netns, name: string | undefined): ServiceStatus[] {
+function followView(cgroupIno: number, keys: FollowKey[]): NonNullable<ServiceStatus['follow']> {
+  const path = cgroupPathByIno(cgroupIno);
+  let currentPid = 0;
+  if (path !== undefined) {
+    try {
+      currentPid = listeningPidIn(cgroupByPath(path), keys.map((k) => ({port: k.port})));
+    } catch {
+      // the cgroup went away meanwhile
+    }
+  }
+  return {cgroup: path ?? `(gone: inode ${cgroupIno})`, currentPid, listeners: keys.map(followListenerText)};
+}
+
+function legacyServicesOf(l: OlderState, ns: Netns, name: string | undefined): ServiceStatus[] {
   return l
     .services()
     .filter((s) => name === undefined || s.meta.name === name)
-    .map((s) => serviceStatus({meta: s.meta, bindings: s.bindings, counters: {redirected: s.redirected, missed: s.missed}, alive: () => s.alive, kind: l.kind, layout: 0}, ns));
+    .map((s) => serviceStatus({meta: s.meta, bindings: s.bindings, counters: {redirected: s.redirected, missed: s.missed, retaken: 0}, alive: () => s.alive, kind: l.kind, layout: l.layout}, ns));
 }

@@ -15,9 +15,10 @@ import {ensureBpffs, mkdirBpffs} from '../sys/bpffs.js';
 import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
-import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from './state.js';
-import {decodeInfo, LAYOUT, SVC_F_REMOVING, SVC_PENDING} from './layout.js';
-import {isLegacyDir, LEGACY_MAP_NAMES, LegacyState} from './legacy.js';
+import {DispatcherState, FOLLOW_PROGRAM, loadDispatcher, MAP_NAMES, type MapName} from './state.js';
+import {decodeInfo, LAYOUT, SVC_F_FOLLOW, SVC_F_REMOVING, SVC_PENDING, SVC_READY} from './layout.js';
+import {pruneCgroupLinks} from './follow.js';
+import {isLegacyDir, LEGACY_MAP_NAMES, LegacyState, openOlderPinned, type OlderState} from './legacy.js';
 import {removeService} from './services.js';
 import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
@@ -49,6 +50,9 @@ export function mapsOf(obj: BpfObject): Record<MapName, BpfMap> {
   for (const n of MAP_NAMES) maps[n] = obj.map(n);
   return maps;
 }
+
+/** Pin of the follow program in a dispatcher's directory; its cgroup links are `follow-<cgroup inode>`. */
+export const FOLLOW_PROG_PIN = 'follow_prog';
 
 /** The lock file guarding writes (StoreOptions.lockFile, else $SKL_LOCK_FILE, else /run/skl.lock). */
 export const lockPathOf = (opts: StoreOptions = {}): string => opts.lockFile ?? process.env.SKL_LOCK_FILE ?? '/run/skl.lock';
@@ -108,8 +112,16 @@ export class Store {
    */
   openPinned(): DispatcherState | undefined {
     if (!existsSync(this.dir)) return undefined;
-    if (isLegacyDir(this.dir)) {
-      throw new LayoutError(0, `skl's state in ${this.dir} was created by skl 0.1.0 (layout 0); run: skl upgrade${this.netnsFlag()}`);
+    // the layout first: another layout's state has other maps, never "damaged" ones
+    const known = this.pinnedLayout();
+    if (known && known.layout !== LAYOUT) {
+      const who = known.layout > LAYOUT ? `a newer skl (${known.version || 'unknown version'})` : `skl ${known.version || 'unknown version'}`;
+      throw new LayoutError(
+        known.layout,
+        known.layout > LAYOUT
+          ? `skl's state in ${this.dir} was created by ${who} with layout ${known.layout}; this skl (${SKL_VERSION}) knows layout ${LAYOUT} and never misreads newer state: use that skl, or upgrade this one`
+          : `skl's state in ${this.dir} was created by ${who} (layout ${known.layout}); run: skl upgrade${this.netnsFlag()}`,
+      );
     }
     const missing = MAP_NAMES.filter((n) => !existsSync(`${this.dir}/${n}`));
     if (missing.length) {
@@ -137,19 +149,7 @@ export class Store {
         link.close();
       }
     }
-    const st = new DispatcherState('pinned', maps, linkId, damage);
-    const info = st.info();
-    if (info.layout !== LAYOUT) {
-      st.close();
-      const who = info.layout > LAYOUT ? `a newer skl (${info.version || 'unknown version'})` : `skl ${info.version || 'unknown version'}`;
-      throw new LayoutError(
-        info.layout,
-        info.layout > LAYOUT
-          ? `skl's state in ${this.dir} was created by ${who} with layout ${info.layout}; this skl (${SKL_VERSION}) knows layout ${LAYOUT} and never misreads newer state: use that skl, or upgrade this one`
-          : `skl's state in ${this.dir} was created by ${who} (layout ${info.layout}); run: skl upgrade${this.netnsFlag()}`,
-      );
-    }
-    return st;
+    return new DispatcherState('pinned', maps, linkId, damage);
   }
 
   /** The pinned dispatcher's layout: undefined when there is none (LAYOUT for a damaged current one). */
@@ -166,9 +166,10 @@ export class Store {
     }
   }
 
-  /** skl 0.1.0's pinned state of the namespace (read only), when that is what is pinned. */
-  openLegacyPinned(): LegacyState | undefined {
-    return existsSync(this.dir) && isLegacyDir(this.dir) ? LegacyState.openPinned(this.dir) : undefined;
+  /** The namespace's pinned state of an older layout (read only), when that is what is pinned. */
+  openLegacyPinned(): OlderState | undefined {
+    const l = this.pinnedLayout();
+    return l && l.layout < LAYOUT ? openOlderPinned(this.dir, l.layout) : undefined;
   }
 
   netnsFlag(): string {
@@ -180,11 +181,13 @@ export class Store {
     // bpffs refuses names containing '.'
     const scratch = `${this.dir}-new-${process.pid}`;
     mkdirBpffs(this.bpffs, 'skl', `${this.netns.ino}-new-${process.pid}`);
-    const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+    const {obj, follow} = loadDispatcher();
     let link: Link | undefined;
     try {
       new DispatcherState('pinned', mapsOf(obj), 0).writeInfo(LAYOUT, SKL_VERSION);
       for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
+      // the follow program, for attaching to cgroups later (absent on kernels that cannot load it)
+      if (follow) obj.program(FOLLOW_PROGRAM).pin(`${scratch}/${FOLLOW_PROG_PIN}`);
       crashPoint('create:maps-pinned');
       link = obj.program(PROGRAM_NAME).attachNetns(this.netns.fd, `netns ${this.netns.path}`);
       link.pin(`${scratch}/link`);
@@ -294,6 +297,10 @@ export class Store {
           this.notices.push(s.flags & SVC_F_REMOVING ? `finished detaching ${s.name}, interrupted by an earlier skl` : `rolled back ${s.name}, left half-made by an interrupted skl`);
         }
       }
+      // followed listeners of no service, and the cgroup links nothing follows any more
+      const live = new Set(st.services().map((x) => x.id));
+      for (const f of st.followEntries()) if (!live.has(f.service)) st.deleteFollow(f.key);
+      pruneCgroupLinks(this.dir, new Set(st.services().filter((x) => x.state === SVC_READY && x.flags & SVC_F_FOLLOW).map((x) => x.cgroupIno)));
       if (st.services().length === 0) {
         st.close();
         st = undefined;

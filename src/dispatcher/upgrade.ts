@@ -7,7 +7,6 @@
  * Interrupted at any step, the next skl finishes or rolls back (Store.repair).
  */
 import {closeSync, existsSync, readdirSync, statSync} from 'node:fs';
-import {BpfObject} from '../bpf/object.js';
 import {Link} from '../bpf/link.js';
 import {mkdirBpffs} from '../sys/bpffs.js';
 import {duplicateFd} from '../sys/pidfd.js';
@@ -17,10 +16,10 @@ import {socketInodesOf} from '../sys/sockets.js';
 import {addBindings} from './bindings.js';
 import {crashPoint} from './faults.js';
 import {DESTS_PER_SERVICE, LAYOUT} from './layout.js';
-import {LegacyState, type LegacyService} from './legacy.js';
+import type {LegacyService, OlderState} from './legacy.js';
 import {DEFAULT_NETNS, withNetns} from './namespace.js';
-import {DispatcherState, dispatcherObjectBytes, MAP_NAMES} from './state.js';
-import {finishUpgrade, mapsOf, PROGRAM_NAME, removePins, Store, type StoreOptions} from './store.js';
+import {DispatcherState, FOLLOW_PROGRAM, loadDispatcher, MAP_NAMES} from './state.js';
+import {finishUpgrade, FOLLOW_PROG_PIN, mapsOf, PROGRAM_NAME, removePins, Store, type StoreOptions} from './store.js';
 import {SKL_VERSION} from '../version.js';
 
 export interface UpgradeOptions extends StoreOptions {
@@ -58,19 +57,39 @@ export interface UpgradeReport {
   namespaces: NamespaceUpgrade[];
 }
 
+/** `--all`: some namespaces could not be upgraded (the others were); one line each. */
+export class UpgradeFailed extends SklError {
+  constructor(
+    readonly done: NamespaceUpgrade[],
+    readonly problems: string[],
+  ) {
+    super(problems.join('\n'));
+  }
+}
+
 /** Upgrade one namespace (--netns or this one), or every namespace with skl state (--all). */
 export async function upgrade(opts: UpgradeOptions = {}): Promise<UpgradeReport> {
   if (opts.all && opts.netns) throw new SklError('give --all or --netns, not both');
   if (!opts.all) return {namespaces: [await withNetns(opts.netns, (ns) => upgradeNamespace(ns, opts))]};
   const namespaces: NamespaceUpgrade[] = [];
+  const failed: string[] = [];
   for (const path of namespacesWithState(opts.bpffs ?? '/sys/fs/bpf')) {
-    const ns = Netns.open(path);
+    let ns: Netns;
+    try {
+      ns = Netns.open(path);
+    } catch {
+      continue; // gone since it was listed
+    }
     try {
       namespaces.push(await upgradeNamespace(ns, opts));
+    } catch (error) {
+      // one namespace's failure does not stop the others; it is reported and makes the exit code 1
+      failed.push(`${path}: ${(error as Error).message}`);
     } finally {
       ns.close();
     }
   }
+  if (failed.length) throw new UpgradeFailed(namespaces, failed);
   return {namespaces};
 }
 
@@ -134,13 +153,13 @@ function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpg
         const before = link.info();
         const planned = services.map((s) => ({name: s.meta.name, pid: s.meta.pid, alive: s.alive, bindings: s.bindings.length}));
         if (opts.dryRun) {
-          return {...base, result: 'would upgrade', fromLayout: 0, fromVersion: layout.version, services: planned, linkId: before.id, oldProgId: before.progId, notices: notes()};
+          return {...base, result: 'would upgrade', fromLayout: layout.layout, fromVersion: layout.version, services: planned, linkId: before.id, oldProgId: before.progId, notices: notes()};
         }
         const done = migrate(store, old, services, link);
         return {
           ...base,
           result: 'upgraded',
-          fromLayout: 0,
+          fromLayout: layout.layout,
           fromVersion: layout.version,
           services: done,
           linkId: before.id,
@@ -158,10 +177,10 @@ function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpg
 }
 
 /** Build the new state beside the old, swap the program behind the link, then swap the directories. */
-function migrate(store: Store, old: LegacyState, services: LegacyService[], link: Link): UpgradedService[] {
+function migrate(store: Store, old: OlderState, services: LegacyService[], link: Link): UpgradedService[] {
   const scratch = `${store.dir}-up-${process.pid}`;
   mkdirBpffs(store.bpffsRoot, 'skl', `${store.netns.ino}-up-${process.pid}`);
-  const obj = BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'});
+  const {obj, follow} = loadDispatcher();
   const out: UpgradedService[] = [];
   try {
     const d = new DispatcherState('pinned', mapsOf(obj), 0);
@@ -169,18 +188,29 @@ function migrate(store: Store, old: LegacyState, services: LegacyService[], link
     for (const s of services) {
       // service id = its 0.1.0 slot (< 256 < 1024): nothing to renumber
       d.resetCounters(s.slot);
-      const fd = retake(s);
+      // each socket again from its process (a dual-stack one may serve two destinations)
+      const fds = new Map<number, number | undefined>();
+      let alive = false;
       try {
-        if (fd !== undefined) s.meta.sockets.forEach((m, i) => m && d.setSocket(s.slot * DESTS_PER_SERVICE + i, fd));
+        s.meta.sockets.forEach((m, i) => {
+          if (!m) return;
+          if (!fds.has(m.sockIno)) fds.set(m.sockIno, retake(m.pid, m.sockIno));
+          const fd = fds.get(m.sockIno);
+          if (fd !== undefined) {
+            d.setSocket(s.slot * DESTS_PER_SERVICE + i, fd);
+            alive = true;
+          }
+        });
       } finally {
-        if (fd !== undefined) closeSync(fd);
+        for (const fd of fds.values()) if (fd !== undefined) closeSync(fd);
       }
       d.writeService(s.slot, s.meta);
       addBindings(d, s.slot, s.bindings);
-      out.push({name: s.meta.name, pid: s.meta.pid, alive: fd !== undefined, bindings: s.bindings.length});
+      out.push({name: s.meta.name, pid: s.meta.pid, alive, bindings: s.bindings.length});
     }
     for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
     obj.program(PROGRAM_NAME).pin(`${scratch}/prog`);
+    if (follow) obj.program(FOLLOW_PROGRAM).pin(`${scratch}/${FOLLOW_PROG_PIN}`);
     crashPoint('upgrade:built');
     // the new program behind the same link, atomically
     link.update(obj.program(PROGRAM_NAME).fd, `${PROGRAM_NAME} (layout ${LAYOUT})`);
@@ -195,13 +225,11 @@ function migrate(store: Store, old: LegacyState, services: LegacyService[], link
   return out;
 }
 
-/** Take the 0.1.0 slot's socket again from its process: the fd holding that socket inode, or undefined. */
-function retake(s: LegacyService): number | undefined {
-  const m = s.meta.sockets.find((x) => x !== undefined);
-  if (!m) return undefined;
+/** Take a socket again from its process: the fd holding that socket inode, or undefined. */
+function retake(pid: number, sockIno: number): number | undefined {
   try {
-    const fd = socketInodesOf(m.pid).get(m.sockIno);
-    return fd === undefined ? undefined : duplicateFd(m.pid, fd);
+    const fd = socketInodesOf(pid).get(sockIno);
+    return fd === undefined ? undefined : duplicateFd(pid, fd);
   } catch {
     return undefined; // the process is gone: the service keeps its bindings and shows dead
   }

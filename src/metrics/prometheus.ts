@@ -33,6 +33,7 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
   const redirected = fam('skl_redirected_total', 'counter', 'Connections (TCP) or datagrams (UDP) steered to the service\'s sockets.');
   const missed = fam('skl_target_gone_total', 'counter', 'Arrivals bound to the service while its socket for the protocol and family was gone.');
   const ports = fam('skl_ports', 'gauge', 'Explicit extra ports bound to the service (all-ports bindings count in skl_bindings).');
+  const retaken = fam('skl_retaken_total', 'counter', 'New listening sockets of a followed service stored by the follow program (restarts followed in the kernel).');
   const bindings = fam('skl_bindings', 'gauge', 'Bindings of the service: (protocol, prefix) groups of ports.');
   const alive = fam('skl_target_alive', 'gauge', 'Whether every socket of the service is still open.');
   for (const r of reports) {
@@ -46,11 +47,12 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
       missed.samples.push([l, a.missed]);
       ports.samples.push([l, a.ports.length]);
       bindings.samples.push([l, a.bindings.length]);
+      retaken.samples.push([l, a.retaken]);
       layouts.samples.push([l, a.layout]);
       alive.samples.push([l, a.alive ? 1 : 0]);
     }
   }
-  return [info, dispatchers, stale, attachments, redirected, missed, ports, bindings, alive, layouts]
+  return [info, dispatchers, stale, attachments, redirected, missed, retaken, ports, bindings, alive, layouts]
     .map((f) => [`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.samples.map(([l, v]) => `${f.name}${labels(l)} ${v}`)].join('\n'))
     .join('\n')
     .concat('\n');

@@ -83,3 +83,23 @@ export function ifindexOf(name: string): number {
   if (name.length === 0 || name.length > 15) return 0;
   return libc.if_nametoindex(name);
 }
+
+/** The calling thread's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14): what BPF programs compare. */
+export function netnsCookieHere(): bigint {
+  const AF_INET = 2;
+  const SOCK_DGRAM = 2;
+  const SOL_SOCKET = 1;
+  const SO_NETNS_COOKIE = 71;
+  const fd = libc.socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) throw new SklError(`cannot create a socket to read the network namespace cookie: errno ${libc.errno()}`);
+  try {
+    const buf = Buffer.alloc(8);
+    const len: [number] = [8];
+    if (libc.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, buf, len) !== 0) {
+      throw new SklError(`cannot read the network namespace cookie (SO_NETNS_COOKIE, Linux ≥5.14): errno ${libc.errno()}`);
+    }
+    return buf.readBigUInt64LE(0);
+  } finally {
+    libc.close(fd);
+  }
+}

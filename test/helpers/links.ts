@@ -6,7 +6,7 @@
 // links should have a positive control (the same reader seeing the link while it exists), and
 // test/loader.test.ts checks the reader against the kernel's own /proc/PID/fdinfo of a link fd.
 import {readFileSync} from 'node:fs';
-import {BPF_LINK_TYPE_NETNS, BPF_LINK_TYPE_XDP, Link, linkIds, NotFoundError, type LinkInfo} from '../../src/bpf/index.js';
+import {BPF_LINK_TYPE_NETNS, BPF_LINK_TYPE_XDP, BpfError, Link, linkIds, NotFoundError, type LinkInfo} from '../../src/bpf/index.js';
 
 export {BPF_LINK_TYPE_NETNS, BPF_LINK_TYPE_XDP, type LinkInfo};
 
@@ -22,6 +22,7 @@ export function bpfLinks(): LinkInfo[] {
       link = Link.openById(id);
     } catch (error) {
       if (error instanceof NotFoundError) continue; // released meanwhile
+      if (error instanceof BpfError && error.errno === 11) continue; // EAGAIN: being released right now
       throw error;
     }
     try {

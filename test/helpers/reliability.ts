@@ -21,7 +21,7 @@ export type {LoadMark, LoadResult} from './load-client.js';
 export const LOAD_CLIENT_SCRIPT = fileURLToPath(new URL('./load-client.js', import.meta.url));
 
 /** The files a namespace's pinned dispatcher consists of. */
-export const PIN_FILES = ['add_ports', 'bindings', 'counters', 'host_bindings', 'link', 'services', 'skl_info', 'target_socket'];
+export const PIN_FILES = ['add_ports', 'bindings', 'counters', 'follow', 'follow_prog', 'host_bindings', 'link', 'services', 'skl_info', 'target_socket'];
 
 /** Drop to nobody (uid/gid 65534, no supplementary groups) for the command that follows. */
 export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
