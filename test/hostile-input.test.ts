@@ -6,6 +6,7 @@
 // with nothing for the next skl to repair and `skl status --json` byte-for-byte the same. Every
 // value the CLI takes (each option and argument of the commands below, read from oclif's manifest
 // of the compiled commands) must have a refused case: a new flag without one fails the suite.
+import {existsSync} from 'node:fs';
 import {spawnSync} from 'node:child_process';
 import {readFileSync, statSync} from 'node:fs';
 import test from 'ava';
@@ -102,6 +103,8 @@ const CASES: Case[] = [
   {title: 'ports remove --address bogus', bad: 'ports:remove --address', args: () => ['ports', 'remove', 'web', '8001', '--address', 'bogus'], code: 2, says: () => re('invalid --address "bogus"')},
   {title: 'ports remove --netns to a missing file', bad: 'ports:remove --netns', args: () => ['ports', 'remove', 'web', '8001', '--netns', '/nonexistent/ns'], ownNetns: true, code: 2, says: () => re('--netns /nonexistent/ns: cannot open it (ENOENT)')},
   // --- pids ---
+  {title: 'cgroup that is not a cgroup v2 directory', bad: 'attach --cgroup', args: () => ['attach', '--cgroup', '/no/such/cgroup', '--listener', ':7001', '--ports', '9000'], code: 1, says: () => /is not a cgroup v2 directory/},
+  {title: 'unit on a host without systemd', bad: 'attach --unit', args: () => ['attach', '--unit', 'nosuch.service', '--ports', '9000'], code: 1, says: () => (existsSync('/run/systemd/system') ? /nosuch\.service/ : /systemd is not running on this host/)},
   {title: 'pid absent (flag missing)', bad: 'attach --pid', args: () => ['attach', '--ports', '9000'], code: 2, says: () => /give the target: --pid PID, --cgroup PATH or --unit NAME/},
   {title: 'pid empty', bad: 'attach --pid', args: attachPid(''), code: 2, says: () => re('invalid --pid ""')},
   {title: 'pid 0', bad: 'attach --pid', args: attachPid('0'), code: 2, says: () => re('invalid --pid 0')},

@@ -269,7 +269,8 @@ export function pinnedState(ino: number): PinnedState {
       l.close();
     }
   }
-  for (const name of out.files.filter(f => f !== 'link')) {
+  // maps only: the link, the follow program and its cgroup links show by their presence in `files`
+  for (const name of out.files.filter(f => f !== 'link' && f !== 'follow_prog' && !f.startsWith('follow-'))) {
     let m: BpfMap;
     try {
       m = BpfMap.openPinned(`${dir}/${name}`);
