@@ -175,7 +175,7 @@ function planNamespace(ns: Netns, store: Store, desired: DesiredService[], opts:
     const sp: ServicePlan = {d, t, list: [], add: [], remove: [], socketsChanged: false, recreate: false};
     plan.services.push(sp);
     if (t.netnsIno !== undefined && t.netnsIno !== ns.ino) {
-      problems.push(`${at}: the sockets of process ${pid} belong to another network namespace than ${ns.path}; give netns: /proc/${pid}/ns/net`);
+      problems.push(`${at}: the sockets of process ${pid} belong to another network namespace than ${ns.path === DEFAULT_NETNS ? 'this one' : ns.path}; give netns: /proc/${pid}/ns/net`);
       continue;
     }
     try {

@@ -127,6 +127,12 @@ function namespacesWithState(bpffs: string): string[] {
 
 function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpgrade> {
   const store = new Store(ns, opts);
+  // with --all, a namespace already current is only reported: not locked, not repaired (that is
+  // the business of whoever acts on it)
+  const before = opts.all ? store.pinnedLayout() : undefined;
+  if (before?.layout === LAYOUT) {
+    return Promise.resolve({netns: ns.path, netnsIno: ns.ino, toLayout: LAYOUT, services: [], result: 'already current', fromLayout: LAYOUT, fromVersion: before.version, notices: []});
+  }
   return store.locked(() => {
     const base = {netns: ns.path, netnsIno: ns.ino, toLayout: LAYOUT, services: [] as UpgradedService[]};
     const notes = (): string[] => {

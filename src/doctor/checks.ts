@@ -8,7 +8,7 @@
  */
 import {existsSync, readFileSync, statfsSync} from 'node:fs';
 import os from 'node:os';
-import {ipNetnsExecName} from '../sys/mounts.js';
+import {cgroup2Mount, ipNetnsExecName} from '../sys/mounts.js';
 
 export interface Check {
   /**
@@ -115,6 +115,13 @@ export function checkBpffs(path = BPFFS_PATH, netnsExec: string | undefined = ip
   }
   const name = FS_NAMES[type];
   return fail('bpffs', `${path} is not a BPF filesystem (filesystem magic 0x${type.toString(16)}${name ? `, ${name}` : ''})`, `mount -t bpf bpf ${path}`);
+}
+
+/** cgroup v2 mounted (where: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host): following needs it. */
+export function checkCgroup2(mountinfo?: string): Check {
+  const where = cgroup2Mount(mountinfo);
+  if (where) return pass('cgroup2', `cgroup v2 is mounted at ${where}`);
+  return fail('cgroup2', 'cgroup v2 is not mounted (only following services across restarts needs it)', 'mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd.unified_cgroup_hierarchy=1)');
 }
 
 // --- privileges ---
@@ -226,8 +233,9 @@ export const KERNEL_CHECKS = [
 export type KernelCheck = (typeof KERNEL_CHECKS)[number];
 
 /** skl's own compiled programs: loading them is the final word on whether this kernel takes them. */
-const OBJECTS: Partial<Record<KernelCheck, {file: string; description: string; minKernel: string}>> = {
-  dispatcher: {file: 'sk_dispatch.o', description: "skl's sk_lookup dispatcher (bpf/sk_dispatch.o) loads", minKernel: '5.9'},
+const OBJECTS: Partial<Record<KernelCheck, {file: string; description: string; minKernel: string; skip?: string[]}>> = {
+  // its follow program is checked apart (netns_cookie): the dispatcher loads without it where it cannot
+  dispatcher: {file: 'sk_dispatch.o', description: "skl's sk_lookup dispatcher (bpf/sk_dispatch.o) loads", minKernel: '5.9', skip: ['sk_follow']},
   xdp_count: {file: 'xdp_count.o', description: "skl's XDP counter (bpf/xdp_count.o) loads", minKernel: '5.9'},
 };
 
@@ -239,6 +247,8 @@ export interface SklFeature {
   planned: boolean;
   /** The checks it needs (environment and kernel). */
   needs: readonly string[];
+  /** Shipped, but skl works without it (its checks fail nothing but it). */
+  optional?: boolean;
 }
 
 /** What skl does (or is about to do), and the checks each needs. */
@@ -251,15 +261,15 @@ export const SKL_FEATURES: readonly SklFeature[] = [
   },
   {id: 'upgrade', name: 'skl upgrade: a new program behind the pinned link, atomically', planned: false, needs: ['libbpf', 'privileges', 'bpffs', 'link_update', 'dispatcher']},
   {id: 'xdp-count', name: 'skl xdp-count', planned: false, needs: ['libbpf', 'privileges', 'xdp', 'xdp_link', 'xdp_count', 'endianness']},
-  {id: 'follow', name: 'following service restarts (coming)', planned: true, needs: ['sockmap', 'netns_cookie']},
+  {id: 'follow', name: 'following services across restarts: attach --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'netns_cookie', 'cgroup2']},
   {id: 'udp-replies', name: 'UDP replies from the extra port (coming)', planned: true, needs: ['tcx']},
 ];
 
 /** Whether a shipped feature needs the check (a failure then fails the doctor). */
-const isRequired = (id: string): boolean => SKL_FEATURES.some((f) => !f.planned && f.needs.includes(id));
+const isRequired = (id: string): boolean => SKL_FEATURES.some((f) => !f.planned && !f.optional && f.needs.includes(id));
 
 /** Names of the planned features that need a check, for the hint of an optional one. */
-const plannedUsers = (id: string): string[] => SKL_FEATURES.filter((f) => f.planned && f.needs.includes(id)).map((f) => f.name.replace(/ \(coming\)$/, ''));
+const plannedUsers = (id: string): string[] => SKL_FEATURES.filter((f) => (f.planned || f.optional) && f.needs.includes(id)).map((f) => f.name.replace(/ \(coming\)$/, ''));
 
 function objectBytes(file: string): Buffer {
   // dist/src/doctor/ → the package root's bpf/
@@ -283,7 +293,7 @@ async function checkKernelFeature(id: KernelCheck, prerequisites: {libbpf: boole
     if (object !== undefined) {
       const {BpfObject} = await import('../bpf/object.js');
       if ((process.env.SKL_FAKE_MISSING_FEATURES ?? '').split(',').includes(id)) throw new Error('SKL_FAKE_MISSING_FEATURES');
-      BpfObject.load(objectBytes(object.file), {name: object.file}).close();
+      BpfObject.load(objectBytes(object.file), {name: object.file, skipPrograms: object.skip}).close();
       return {...base, ok: true, detail: `${info.description} (Linux ≥${info.minKernel})`, hint: null};
     }
     const result = features.probe(id as ProbeFeature);
@@ -305,6 +315,8 @@ export interface FeatureReport {
   id: string;
   name: string;
   planned: boolean;
+  /** shipped, but skl works without it (its failure does not fail the doctor) */
+  optional: boolean;
   available: boolean;
   /** The checks it needs (ids of `checks`). */
   needs: string[];
@@ -326,7 +338,7 @@ function featureReport(feature: SklFeature, checks: readonly Check[]): FeatureRe
     const kernel = first.minKernel === null || first.detail.includes(': not checked: ') ? '' : `needs Linux ≥${first.minKernel}: `;
     detail = `${kernel}${first.detail}${missing.length > 1 ? ` (and ${missing.length - 1} more failed check${missing.length > 2 ? 's' : ''}: ${missing.slice(1).map((c) => c.id).join(', ')})` : ''}`;
   }
-  return {id: feature.id, name: feature.name, planned: feature.planned, available, needs: [...feature.needs], minKernel, detail};
+  return {id: feature.id, name: feature.name, planned: feature.planned, optional: feature.optional ?? false, available, needs: [...feature.needs], minKernel, detail};
 }
 
 export interface DoctorReport {
@@ -353,6 +365,7 @@ export async function runChecks(): Promise<DoctorReport> {
     {...guard('kernel', () => checkKernel()), required: false},
     guard('btf', () => checkBtf()),
     guard('bpffs', () => checkBpffs()),
+    {...guard('cgroup2', () => checkCgroup2()), required: isRequired('cgroup2')},
   ];
   const libbpf = await checkLibbpf();
   const privileges = guard('privileges', () => checkPrivileges());
