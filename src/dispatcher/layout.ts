@@ -105,20 +105,30 @@ export function encodeBindingKey(k: BindingKey): Buffer {
   b.writeUInt8(protoIndex(k.proto), 4);
   b.writeUInt8(k.prefix.family, 5);
   b.writeUInt16LE(k.port, 6);
-  if (k.prefix.family === 4) Buffer.from(k.prefix.addr.subarray(12, 16)).copy(b, 8);
-  else Buffer.from(k.prefix.addr).copy(b, 8);
+  writeKeyAddr(b, 8, k.prefix.family, k.prefix.addr);
   return b;
+}
+
+/** A key's address: IPv4 in its first 4 bytes, IPv6 in 16; in memory always 16 bytes, IPv4 mapped. */
+function writeKeyAddr(b: Buffer, at: number, family: Family, addr: Uint8Array): void {
+  if (family === 4) Buffer.from(addr.subarray(12, 16)).copy(b, at);
+  else Buffer.from(addr).copy(b, at);
+}
+
+function readKeyAddr(b: Buffer, at: number, family: Family): Uint8Array {
+  const addr = new Uint8Array(16);
+  if (family === 4) {
+    addr[10] = addr[11] = 0xff;
+    addr.set(b.subarray(at, at + 4), 12);
+  } else {
+    addr.set(b.subarray(at, at + 16));
+  }
+  return addr;
 }
 
 export function decodeBindingKey(b: Buffer): BindingKey {
   const family: Family = b.readUInt8(5) === 4 ? 4 : 6;
-  const addr = new Uint8Array(16);
-  if (family === 4) {
-    addr[10] = addr[11] = 0xff;
-    addr.set(b.subarray(8, 12), 12);
-  } else {
-    addr.set(b.subarray(8, 24));
-  }
+  const addr = readKeyAddr(b, 8, family);
   return {proto: b.readUInt8(4) === 1 ? 'udp' : 'tcp', port: b.readUInt16LE(6), prefix: {family, addr, len: b.readUInt32LE(0) - 32}};
 }
 
@@ -257,21 +267,13 @@ export function encodeFollowKey(k: FollowKey): Buffer {
   const b = Buffer.alloc(FOLLOW_KEY_SIZE);
   b.writeUInt8(k.family, 0);
   b.writeUInt16LE(k.port, 2);
-  if (k.family === 4) Buffer.from(k.addr.subarray(12, 16)).copy(b, 4);
-  else Buffer.from(k.addr).copy(b, 4);
+  writeKeyAddr(b, 4, k.family, k.addr);
   return b;
 }
 
 export function decodeFollowKey(b: Buffer): FollowKey {
   const family: Family = b.readUInt8(0) === 4 ? 4 : 6;
-  const addr = new Uint8Array(16);
-  if (family === 4) {
-    addr[10] = addr[11] = 0xff;
-    addr.set(b.subarray(4, 8), 12);
-  } else {
-    addr.set(b.subarray(4, 20));
-  }
-  return {family, port: b.readUInt16LE(2), addr};
+  return {family, port: b.readUInt16LE(2), addr: readKeyAddr(b, 4, family)};
 }
 
 export function encodeFollow(service: number, dests: number, netnsCookie: bigint): Buffer {

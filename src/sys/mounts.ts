@@ -13,6 +13,15 @@ export interface MountEntry {
 /** Undo mountinfo's octal escapes (\040 for a space, …). */
 const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
+/** This process's mount table, or undefined when /proc cannot tell. */
+function ownMountinfo(): string | undefined {
+  try {
+    return readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 /** Parse /proc/PID/mountinfo text (mount order: a later entry at the same point hides an earlier one). */
 export function parseMountinfo(text: string): MountEntry[] {
   const out: MountEntry[] = [];
@@ -34,14 +43,8 @@ export function parseMountinfo(text: string): MountEntry[] {
  * the command (see DESIGN.md).
  */
 export function ipNetnsExecName(mountinfo?: string, netnsDirs: readonly string[] = ['/run/netns', '/var/run/netns']): string | undefined {
-  let text = mountinfo;
-  if (text === undefined) {
-    try {
-      text = readFileSync('/proc/self/mountinfo', 'utf8');
-    } catch {
-      return undefined;
-    }
-  }
+  const text = mountinfo ?? ownMountinfo();
+  if (text === undefined) return undefined;
   const sys = parseMountinfo(text)
     .filter((m) => m.mountPoint === '/sys')
     .at(-1);
@@ -52,13 +55,7 @@ export function ipNetnsExecName(mountinfo?: string, netnsDirs: readonly string[]
 
 /** Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems), or undefined. */
 export function cgroup2Mount(mountinfo?: string): string | undefined {
-  let text = mountinfo;
-  if (text === undefined) {
-    try {
-      text = readFileSync('/proc/self/mountinfo', 'utf8');
-    } catch {
-      return undefined;
-    }
-  }
+  const text = mountinfo ?? ownMountinfo();
+  if (text === undefined) return undefined;
   return parseMountinfo(text).filter((m) => m.fsType === 'cgroup2').at(-1)?.mountPoint;
 }
