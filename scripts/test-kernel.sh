@@ -3,7 +3,8 @@
 # under QEMU (TCG: no KVM needed) with this machine's root filesystem shared read-only (virtiofs;
 # 9p when virtiofsd is unusable), and run the kernel smoke inside it (scripts/smoke.ts: skl doctor,
 # attach/serve/detach over IPv4 and IPv6, UDP, a prefix binding, xdp-count over a veth, upgrade from
-# skl 0.1.0's state), in network namespaces of the guest. The guest has no network device at all.
+# skl 0.1.0's state) and doctor's own tests (test/doctor.test.ts: every probe agrees with the kernel),
+# in network namespaces of the guest. The guest has no network device at all.
 #
 #   npm run test:kernel                       # the newest 6.1 kernel apt knows
 #   npm run test:kernel -- --kernel linux-image-6.1.0-57-amd64-unsigned
@@ -133,7 +134,8 @@ trap 'exit 130' INT TERM
 
 if [ -z "$cmd" ]; then
   bash scripts/old-skl.sh "$run/old" >/dev/null
-  cmd="node dist/scripts/smoke.js --old-skl /mnt/work/old/bin/run.js"
+  # the smoke, then doctor's own tests (its probes against this kernel); CI=true: nothing may skip
+  cmd="rc=0; node dist/scripts/smoke.js --old-skl /mnt/work/old/bin/run.js || rc=1; CI=true node scripts/run-tests.js dist/test/doctor.test.js || rc=1; exit \$rc"
 fi
 printf '%s\n' "$cmd" >"$run/job.sh"
 
