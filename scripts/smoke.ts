@@ -12,9 +12,10 @@
  * Prints `ok N - step` / `not ok N - step: why` and ends with "N passed, N failed"; exit 1 on a failure.
  */
 import {spawn, spawnSync, type ChildProcess} from 'node:child_process';
-import {existsSync} from 'node:fs';
+import {existsSync, mkdirSync, readFileSync, rmdirSync} from 'node:fs';
 import os from 'node:os';
 import {fileURLToPath} from 'node:url';
+import {cgroup2Mount} from '../src/sys/mounts.js';
 
 const SKL = fileURLToPath(new URL('../../bin/run.js', import.meta.url));
 const NODE = process.execPath;
@@ -84,8 +85,10 @@ function cleanup(): void {
 }
 
 /** Start `node -e script ...argv` inside a namespace; resolves once it printed "ready". */
-async function startInNetns(ns: {path: string}, script: string, argv: string[]): Promise<ChildProcess> {
-  const child = spawn('nsenter', [`--net=${ns.path}`, NODE, '-e', script, ...argv], {stdio: ['ignore', 'pipe', 'pipe']});
+async function startInNetns(ns: {path: string}, script: string, argv: string[], cgroupDir?: string): Promise<ChildProcess> {
+  // in a cgroup: the shell moves itself there, then becomes the server (same pid)
+  const cmd = cgroupDir === undefined ? [NODE, '-e', script, ...argv] : ['sh', '-c', `echo $$ > ${cgroupDir}/cgroup.procs && exec "$0" "$@"`, NODE, '-e', script, ...argv];
+  const child = spawn('nsenter', [`--net=${ns.path}`, ...cmd], {stdio: ['ignore', 'pipe', 'pipe']});
   children.push(child);
   let out = '';
   let err = '';
@@ -185,7 +188,7 @@ function expectRefused(replies: Reply[], what: string[]): void {
 }
 
 interface StatusJson {
-  attachments: {name: string; pid: number; ports: number[]; alive: boolean; layout?: number; bindings: {protocol: string; prefix: string; ports: string}[]}[];
+  attachments: {name: string; pid: number; ports: number[]; alive: boolean; layout?: number; retaken?: number; bindings: {protocol: string; prefix: string; ports: string}[]}[];
   upgrade?: string;
 }
 
@@ -353,12 +356,53 @@ async function upgradeFromV010(): Promise<void> {
   skl(['detach', '--all', '--netns', ns.path]);
 }
 
+/** A service in a cgroup of its own, attached before it starts, restarted three times with no skl running. */
+async function followRestarts(): Promise<void> {
+  const mount = cgroup2Mount();
+  if (mount === undefined) throw new Error('cgroup v2 is not mounted');
+  const dir = `${mount}/skl-smoke-${process.pid}`;
+  mkdirSync(dir);
+  try {
+    const ns = netns();
+    skl(['attach', '--netns', ns.path, '--cgroup', dir, '--listener', '127.0.0.1:7005', '--ports', '8005', '--name', 'followed']);
+    for (let i = 1; i <= 3; i++) {
+      const server = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7005'], dir);
+      expectServed(client(ns, ['tcp', '127.0.0.1', 8005]), server.pid, [`127.0.0.1:8005 after start ${i}`]);
+      const gone = new Promise((resolve) => server.once('exit', resolve));
+      server.kill('SIGKILL');
+      await gone;
+      expectRefused(client(ns, ['tcp', '127.0.0.1', 8005]), [`127.0.0.1:8005 after stop ${i}`]);
+    }
+    const status = sklJson<StatusJson>(['status', '--netns', ns.path]);
+    const followed = status.attachments.find((a) => a.name === 'followed');
+    if (followed?.retaken !== 3) throw new Error(`status does not count 3 sockets re-taken: ${JSON.stringify(status)}`);
+    skl(['detach', 'followed', '--netns', ns.path]);
+  } finally {
+    for (const pid of readFileSync(`${dir}/cgroup.procs`, 'utf8').split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (let i = 0; i < 50; i++) {
+      try {
+        rmdirSync(dir);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+}
+
 const STEPS: [string, string, () => Promise<void>][] = [
   ['doctor', 'skl doctor passes and its answers agree with the kernel', doctor],
   ['tcp', 'TCP over IPv4 and IPv6: attach, serve, status, detach', tcpBothFamilies],
   ['udp', 'UDP: attach --proto udp, serve, detach', udp],
   ['prefix', 'a prefix binding (--address 127.0.0.9/32): that address only; the default name node-PID', prefixBinding],
   ['xdp', 'xdp-count counts exactly N packets over a veth pair, then detaches', xdpCountVeth],
+  ['follow', 'following a service in a cgroup across 3 restarts, with no skl running', followRestarts],
   ['upgrade', "skl upgrade from skl 0.1.0's state: every port still served", upgradeFromV010],
 ];
 
