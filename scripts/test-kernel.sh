@@ -78,6 +78,9 @@ if [ -z "$kernel_pkg" ]; then
   [ -n "$kernel_pkg" ] || { log "apt knows no linux-image-6.1.0-*-amd64-unsigned (is this Debian 12 with bookworm in sources.list?)"; exit 2; }
 fi
 kdir=$cache/$kernel_pkg
+# one preparer at a time (another checkout's run may share the cache); released once the initramfs is built
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -f "$kdir/.unpacked" ]; then
   log "fetching $kernel_pkg (apt-get download; unpacked into $kdir, nothing installed)"
   rm -rf "$kdir"
@@ -99,8 +102,9 @@ kver=$(ls "$kdir/root/lib/modules" | head -1)
 vmlinuz=$kdir/root/boot/vmlinuz-$kver
 
 # --- the initramfs: static busybox, the virtio/virtiofs/9p modules, scripts/kernel-vm/initramfs-init ---
-initrd=$kdir/initrd.cpio.gz
-if [ ! -f "$initrd" ] || [ scripts/kernel-vm/initramfs-init -nt "$initrd" ]; then
+# named after its /init, so that a changed one is rebuilt and every checkout finds its own
+initrd=$kdir/initrd-$(sha256sum scripts/kernel-vm/initramfs-init | cut -c1-12).cpio.gz
+if [ ! -f "$initrd" ]; then
   stage=$(mktemp -d)
   mkdir -p "$stage/bin" "$stage/modules"
   cp /bin/busybox "$stage/bin/busybox"
@@ -117,6 +121,8 @@ if [ ! -f "$initrd" ] || [ scripts/kernel-vm/initramfs-init -nt "$initrd" ]; the
   mv "$initrd.tmp" "$initrd"
   rm -rf "$stage"
 fi
+flock -u 9
+exec 9>&-
 
 # --- this checkout, built; skl 0.1.0 for the upgrade step ---
 bash scripts/setup.sh
