@@ -23,7 +23,6 @@ import {
   portService,
   prefixContains,
   prefixText,
-  samePrefix,
   tableFlag,
   tableOf,
   withFlag,
@@ -236,4 +235,3 @@ function serves(s: SocketEntry & {v6only?: boolean}, p: Prefix): boolean {
   return prefixContains(p, family, addr);
 }
 
-export {samePrefix};

@@ -13,7 +13,7 @@ import {cgroup2Mount} from '../sys/mounts.js';
 import {netnsCookieHere, type Netns} from '../sys/netns.js';
 import {processInfo} from '../sys/proc.js';
 import {serverSocketsOf, type Family} from '../sys/sockets.js';
-import {addrBytes, FOLLOW_D_V4, FOLLOW_D_V6, type FollowKey} from './layout.js';
+import {addrBytes, FOLLOW_D_V4, FOLLOW_D_V6, listenerText as socketListenerText, type FollowKey} from './layout.js';
 import {parseAddress} from './input.js';
 import type {ListenerChoice, TakenService} from './services.js';
 import type {DispatcherState} from './state.js';
@@ -211,16 +211,8 @@ export function checkFollowClaims(d: DispatcherState | undefined, self: number |
   }
 }
 
-export const listenerText = (k: FollowKey): string => {
-  const a = parseAddressText(k);
-  return k.family === 6 ? `[${a}]:${k.port}` : `${a}:${k.port}`;
-};
-function parseAddressText(k: FollowKey): string {
-  if (k.family === 4) return [...k.addr.subarray(12, 16)].join('.');
-  const words: string[] = [];
-  for (let i = 0; i < 16; i += 2) words.push(((k.addr[i] << 8) | k.addr[i + 1]).toString(16));
-  return words.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
-}
+/** "127.0.0.1:7001" / "[::1]:7001": the listener a follow key names. */
+export const listenerText = (k: FollowKey): string => socketListenerText({listenAddr: k.addr, listenPort: k.port, family: k.family});
 
 /** Write a service's followed listeners (replacing what it followed before). */
 export function setFollow(d: DispatcherState, service: number, entries: readonly FollowEntry[], ns: Netns): void {

@@ -335,4 +335,3 @@ export function prefixContains(p: Prefix, family: Family, addr: Uint8Array): boo
   return true;
 }
 
-export const samePrefix = (a: Prefix, b: Prefix): boolean => a.family === b.family && a.len === b.len && Buffer.from(a.addr).equals(Buffer.from(b.addr));

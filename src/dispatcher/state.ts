@@ -128,11 +128,6 @@ export class DispatcherState {
     this.maps.services.update(u32Key(id), encodeService(meta));
   }
 
-  /** Only the state word (the program reads it): one aligned store, via the syscall for simplicity. */
-  setServiceState(id: number, meta: ServiceMeta, state: number): void {
-    this.writeService(id, {...meta, state});
-  }
-
   clearService(id: number): void {
     this.maps.services.update(u32Key(id), Buffer.alloc(SERVICE_SIZE));
   }
