@@ -43,7 +43,7 @@ export interface LinkInfo {
   type: number;
   id: number;
   progId: number;
-  /** netns links: the namespace inode and attach type. xdp links: ifindex in `netnsIno`'s place. */
+  /** netns links: the namespace inode and attach type. xdp links: ifindex in `netnsIno`'s place; tcx links: ifindex, attach type. */
   netnsIno: number;
   attachType: number;
   ifindex: number;
@@ -54,6 +54,8 @@ export interface LinkInfo {
 export const BPF_LINK_TYPE_CGROUP = 3;
 export const BPF_LINK_TYPE_NETNS = 5;
 export const BPF_LINK_TYPE_XDP = 6;
+/** TCX links (Linux ≥6.6): ifindex and attach type (BPF_TCX_INGRESS/EGRESS) in the info. */
+export const BPF_LINK_TYPE_TCX = 11;
 
 export function linkInfoByFd(fd: number): LinkInfo {
   const b = infoByFd(fd, 64);
@@ -63,8 +65,8 @@ export function linkInfoByFd(fd: number): LinkInfo {
     id: b.readUInt32LE(4),
     progId: b.readUInt32LE(8),
     netnsIno: type === BPF_LINK_TYPE_NETNS ? b.readUInt32LE(16) : 0,
-    attachType: type === BPF_LINK_TYPE_NETNS ? b.readUInt32LE(20) : 0,
-    ifindex: type === BPF_LINK_TYPE_XDP ? b.readUInt32LE(16) : 0,
+    attachType: type === BPF_LINK_TYPE_NETNS || type === BPF_LINK_TYPE_TCX ? b.readUInt32LE(20) : 0,
+    ifindex: type === BPF_LINK_TYPE_XDP || type === BPF_LINK_TYPE_TCX ? b.readUInt32LE(16) : 0,
     ...(type === BPF_LINK_TYPE_CGROUP ? {cgroupId: Number(b.readBigUInt64LE(16)), attachType: b.readUInt32LE(24)} : {}),
   };
 }

@@ -30,6 +30,8 @@ export interface OpenOptions {
   reuseMaps?: Record<string, BpfMap>;
   /** Programs of the object not to load (e.g. one the kernel cannot verify). */
   skipPrograms?: string[];
+  /** expected_attach_type overrides, by program name, applied before load (Program.setExpectedAttachType). */
+  expectedAttachTypes?: Record<string, number>;
 }
 
 export class BpfObject implements Disposable {
@@ -55,6 +57,7 @@ export class BpfObject implements Disposable {
       for (const [name, n] of Object.entries(opts.maxEntries ?? {})) obj.setMaxEntries(name, n);
       for (const [name, map] of Object.entries(opts.reuseMaps ?? {})) obj.reuseMap(name, map);
       for (const name of opts.skipPrograms ?? []) obj.program(name).setAutoload(false);
+      for (const [name, type] of Object.entries(opts.expectedAttachTypes ?? {})) obj.program(name).setExpectedAttachType(type);
       obj.loadIntoKernel();
       return obj;
     } catch (error) {

@@ -1,7 +1,7 @@
 /** A loaded BPF program of a BpfObject. */
 import {libbpf} from '../ffi/index.js';
-import {allocCopy, allocZero, errno} from '../ffi/libc.js';
-import {errorFor} from './errors.js';
+import {allocCopy, allocZero, close, errno} from '../ffi/libc.js';
+import {errorFor, VerifierError} from './errors.js';
 import {Link} from './link.js';
 
 export const BPF_PROG_TYPE_XDP = 6;
@@ -44,6 +44,16 @@ export class Program {
   setAutoload(on: boolean): void {
     const rc = libbpf.bpf_program__set_autoload(this.ptr, on);
     if (rc < 0) throw errorFor('set autoload', -rc, this.name);
+  }
+
+  /**
+   * The attach type the kernel is told at load (BPF_PROG_LOAD's expected_attach_type), before the
+   * object is loaded. Some program types need it (sk_lookup, cgroup sock_addr); SEC() names usually
+   * set it. SCHED_CLS programs for TCX do not (see src/bpf/tc.ts).
+   */
+  setExpectedAttachType(attachType: number): void {
+    const rc = libbpf.bpf_program__set_expected_attach_type(this.ptr, attachType);
+    if (rc < 0) throw errorFor('set expected attach type', -rc, this.name);
   }
 
   /** Attach to a cgroup v2 directory (given an fd of it) through a bpf_link, for an attach type. */
@@ -126,5 +136,82 @@ export class Program {
       data?.free();
       dataOut?.free();
     }
+  }
+}
+
+/** sizeof(struct bpf_prog_load_opts), libbpf 1.1.2: expected_attach_type @12, log_level @88, log_size @92, log_buf @96. */
+const PROG_LOAD_OPTS_SIZE = 104;
+const RAW_LOG_SIZE = 64 * 1024;
+
+/**
+ * A program loaded from raw instructions (bpf_prog_load), without an ELF object: for programs a
+ * few instructions long (tests, probes). Owns its fd; `close()` releases it (a link or filter that
+ * uses the program keeps it loaded).
+ */
+export class RawProgram implements Disposable {
+  private rawFd: number;
+
+  private constructor(
+    fd: number,
+    readonly name: string,
+    readonly type: number,
+  ) {
+    this.rawFd = fd;
+  }
+
+  /** insns: 8 bytes each (struct bpf_insn). The verifier's log comes with a rejection (VerifierError). */
+  static load(type: number, name: string, insns: Uint8Array, opts: {expectedAttachType?: number; license?: string} = {}): RawProgram {
+    const log = allocZero(RAW_LOG_SIZE);
+    try {
+      const o = Buffer.alloc(PROG_LOAD_OPTS_SIZE);
+      o.writeBigUInt64LE(BigInt(PROG_LOAD_OPTS_SIZE), 0);
+      o.writeUInt32LE(opts.expectedAttachType ?? 0, 12);
+      // log_level 0 with a buffer: libbpf loads without a log, and on failure again with one
+      o.writeUInt32LE(RAW_LOG_SIZE, 92);
+      o.writeBigUInt64LE(log.ptr, 96);
+      const fd = libbpf.bpf_prog_load(type, name, opts.license ?? 'GPL', Buffer.from(insns), insns.length / 8, o);
+      if (fd < 0) {
+        const end = log.view.indexOf(0);
+        const text = Buffer.from(log.view.subarray(0, end < 0 ? log.view.length : end)).toString();
+        if (text.trim()) throw new VerifierError(name, -fd, text);
+        throw errorFor('load', -fd, name);
+      }
+      return new RawProgram(fd, name, type);
+    } finally {
+      log.free();
+    }
+  }
+
+  /** `r0 = retval; exit`: every run gives the same verdict (a drop or pass program for tests). */
+  static returning(type: number, name: string, retval: number, opts: {expectedAttachType?: number} = {}): RawProgram {
+    const BPF_ALU64_MOV_K = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K; dst register 0
+    const BPF_JMP_EXIT = 0x95;
+    const insn = (code: number, imm = 0): Buffer => {
+      const b = Buffer.alloc(8); // struct bpf_insn: code, dst:4 src:4, off (s16), imm (s32)
+      b[0] = code;
+      b.writeInt32LE(imm, 4);
+      return b;
+    };
+    return RawProgram.load(type, name, Buffer.concat([insn(BPF_ALU64_MOV_K, retval), insn(BPF_JMP_EXIT)]), opts);
+  }
+
+  get fd(): number {
+    if (this.rawFd < 0) throw new Error(`program ${this.name} is closed`);
+    return this.rawFd;
+  }
+
+  /** Pin the program in bpffs (keeps it loaded while the pin exists). */
+  pin(path: string): void {
+    const rc = libbpf.bpf_obj_pin(this.fd, path);
+    if (rc < 0) throw errorFor('pin program', -rc, `${this.name} at ${path}`);
+  }
+
+  close(): void {
+    if (this.rawFd >= 0) close(this.rawFd);
+    this.rawFd = -1;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 }

@@ -226,3 +226,27 @@ export const bpf_prog_load = fn<[number, string | null, string, Buffer, number, 
 );
 /** 1: the helper can be called from this program type, 0: not, <0: -errno (the probe itself failed). */
 export const libbpf_probe_bpf_helper = fn<[number, number, null], number>('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)');
+
+// --- TC: TCX links (bpf_link_create above) and clsact filters (src/bpf/tc.ts) ---
+/** Before load only (-EBUSY after). The kernel does not need it for TCX (see src/bpf/tc.ts). */
+export const bpf_program__set_expected_attach_type = fn<[Ptr, number], number>(
+  'int bpf_program__set_expected_attach_type(void *prog, int type)',
+);
+/**
+ * hook: struct bpf_tc_hook, libbpf 1.1.2 layout (24 bytes: size_t sz @0, int ifindex @8,
+ * enum bpf_tc_attach_point attach_point @12, __u32 parent @16, then `size_t :0` padding).
+ * hook_create adds the clsact qdisc (NLM_F_EXCL: -EEXIST when one is there). hook_destroy with
+ * attach_point INGRESS|EGRESS deletes the qdisc and every filter on it; with INGRESS or EGRESS
+ * alone it flushes every filter of that side: whose ever they are.
+ */
+export const bpf_tc_hook_create = fn<[Buffer], number>('int bpf_tc_hook_create(uint8_t *hook)');
+export const bpf_tc_hook_destroy = fn<[Buffer], number>('int bpf_tc_hook_destroy(uint8_t *hook)');
+/**
+ * opts: struct bpf_tc_opts, libbpf 1.1.2 layout (32 bytes: size_t sz @0, int prog_fd @8, __u32 flags
+ * @12, prog_id @16, handle @20, priority @24, then `size_t :0` padding). attach (always a
+ * direct-action cls_bpf filter, protocol ETH_P_ALL) and query fill prog_id, handle and priority;
+ * detach and query need handle and priority, and prog_fd, prog_id and flags zero.
+ */
+export const bpf_tc_attach = fn<[Buffer, Buffer], number>('int bpf_tc_attach(const uint8_t *hook, _Inout_ uint8_t *opts)');
+export const bpf_tc_detach = fn<[Buffer, Buffer], number>('int bpf_tc_detach(const uint8_t *hook, const uint8_t *opts)');
+export const bpf_tc_query = fn<[Buffer, Buffer], number>('int bpf_tc_query(const uint8_t *hook, _Inout_ uint8_t *opts)');

@@ -103,3 +103,31 @@ export function viewOf(ptr: bigint, size: number): Uint8Array {
 }
 export const unshare = fn<[number], number>('int unshare(int flags)');
 export const listen = fn<[number, number], number>('int listen(int fd, int backlog)');
+
+// --- interfaces (src/sys/interfaces.ts) ---
+const if_nameindex_ = fn<[], bigint | null>('void *if_nameindex(void)');
+const if_freenameindex_ = fn<[bigint], void>('void if_freenameindex(void *ptr)');
+/** sizeof(struct if_nameindex) on LP64: unsigned int if_index @0, char *if_name @8. */
+const IF_NAMEINDEX_SIZE = 16;
+/**
+ * if_nameindex(3): every interface (index, name) of the calling thread's network namespace, or null
+ * (errno set). glibc asks the kernel with RTM_GETLINK over a netlink socket it opens for the call,
+ * and a socket belongs to the namespace of the thread that creates it. The array ends with
+ * {0, NULL}; it is freed here.
+ */
+export function ifNameIndex(): {index: number; name: string}[] | null {
+  const ptr = if_nameindex_();
+  if (ptr === null) return null;
+  try {
+    const out: {index: number; name: string}[] = [];
+    for (let off = 0; ; off += IF_NAMEINDEX_SIZE) {
+      const index = koffi.decode(ptr, off, 'uint32_t') as number;
+      if (index === 0) return out;
+      out.push({index, name: koffi.decode(ptr, off + 8, 'const char *') as string});
+    }
+  } finally {
+    if_freenameindex_(ptr);
+  }
+}
+/** if_indextoname(3): ifname (IF_NAMESIZE = 16 bytes) receives the name; null when no such interface. */
+export const if_indextoname = fn<[number, Buffer], string | null>('const char *if_indextoname(unsigned int ifindex, _Out_ char *ifname)');

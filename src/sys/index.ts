@@ -6,3 +6,4 @@ export {lock, withLock} from './lock.js';
 export * from './sockets.js';
 export {processAlive, processInfo, type ProcessInfo} from './proc.js';
 export {ipNetnsExecName, parseMountinfo, type MountEntry} from './mounts.js';
+export {listInterfaces, interfaceName, type NetInterface} from './interfaces.js';
