@@ -36,13 +36,19 @@ import {
   listenerText,
   MAX_BINDINGS,
   MAX_DESTS,
-  MAX_HOST_BINDINGS,
+  MAX_LENS,
   MAX_SERVICES,
   PORT_ENTRIES,
-  PORT_F_HOST_V4,
-  PORT_F_HOST_V6,
-  PORT_F_PREFIX_V4,
-  PORT_F_PREFIX_V6,
+  PORT_F_REPLY,
+  PORT_LENS_AT,
+  PORT_SIZE,
+  FLOW_KEY_SIZE,
+  FLOW_SIZE,
+  MAX_FLOWS,
+  SPARES,
+  SVC_F_UDP_REPLIES,
+  REPLY_COUNTER_FIELDS,
+  maskedAddr,
   PORT_SVC_MASK,
   PORT_V6_SHIFT,
   portIndex,
@@ -63,14 +69,11 @@ import {
   SVC_FREE,
   SVC_PENDING,
   SVC_READY,
-  tableFlag,
-  tableOf,
-  withFlag,
   withPortService,
   type ServiceMeta,
 } from '../src/dispatcher/layout.js';
 import {resolve as resolveBinding, type Binding} from '../src/dispatcher/bindings.js';
-import {MAP_NAMES} from '../src/dispatcher/state.js';
+import {KERNEL_MAP_NAMES, MAP_NAMES} from '../src/dispatcher/state.js';
 import {UsageError} from '../src/sys/errors.js';
 import {needing} from './helpers/privileged.js';
 
@@ -370,16 +373,13 @@ test('add_ports index and value encoding: any-address services per family, table
     t.is(portService(withPortService(v, 4, undefined), 4), undefined);
     t.is(portService(withPortService(v, 4, undefined), 6), MAX_SERVICES - 1 - svc, 'the other family untouched');
   }
-  const f = withFlag(withPortService(0, 4, 3), tableFlag('host_bindings', 6), true);
-  t.is(f & PORT_F_HOST_V6, PORT_F_HOST_V6);
-  t.is(portService(f, 4), 3);
-  t.is(withFlag(f, PORT_F_HOST_V6, false), withPortService(0, 4, 3));
-  t.is(tableFlag('bindings', 4), PORT_F_PREFIX_V4);
-  t.is(tableFlag('bindings', 6), PORT_F_PREFIX_V6);
-  t.is(tableFlag('host_bindings', 4), PORT_F_HOST_V4);
+  const f = withPortService(0, 4, 3) | PORT_F_REPLY;
+  t.is(portService(f, 4), 3, 'the reply flag leaves the services alone');
+  t.is(portService(f, 6), undefined);
+  t.is(withPortService(f, 4, undefined), PORT_F_REPLY);
 });
 
-test('binding keys: prefixlen counts protocol, family and port; IPv4 in the first 4 bytes; host prefixes go to the hash', t => {
+test('binding keys: prefixlen counts protocol, family and port; IPv4 in the first 4 bytes; the bits past the prefix are zero', t => {
   const p = parseAddress('10.0.0.0/8');
   const key = encodeBindingKey({proto: 'udp', port: 53, prefix: p});
   t.is(key.length, BINDING_KEY_SIZE);
@@ -389,9 +389,10 @@ test('binding keys: prefixlen counts protocol, family and port; IPv4 in the firs
   t.deepEqual(decodeBindingKey(key), {proto: 'udp', port: 53, prefix: {family: 4, addr: p.addr, len: 8}});
   const v6 = parseAddress('2001:db8::/32');
   t.deepEqual(decodeBindingKey(encodeBindingKey({proto: 'tcp', port: 0, prefix: v6})), {proto: 'tcp', port: 0, prefix: {family: 6, addr: v6.addr, len: 32}});
-  t.is(tableOf(parseAddress('127.0.0.1')), 'host_bindings');
-  t.is(tableOf(parseAddress('::1')), 'host_bindings');
-  t.is(tableOf(parseAddress('127.0.0.0/31')), 'bindings');
+  // the program masks the address to each length it tries: the key must be stored masked too
+  const loose = {family: 4 as const, addr: parseAddress('10.1.2.3').addr, len: 8};
+  t.is(encodeBindingKey({proto: 'tcp', port: 80, prefix: loose}).subarray(8, 12).toString('hex'), '0a000000');
+  t.deepEqual([...maskedAddr({family: 6, addr: parseAddress('2001:db8:ffff::1').addr, len: 36})].slice(0, 6), [0x20, 0x01, 0x0d, 0xb8, 0xf0, 0]);
   t.deepEqual(decodeBinding(encodeBinding(1023, 24)), {service: 1023, prefixLen: 24});
 });
 
@@ -456,14 +457,14 @@ test('layout constants match bpf/headers/skl.h', t => {
   t.is(d.get('SKL_MAX_SERVICES'), MAX_SERVICES);
   t.is(d.get('SKL_DESTS_PER_SERVICE'), DESTS_PER_SERVICE);
   t.is(d.get('SKL_MAX_BINDINGS'), MAX_BINDINGS);
-  t.is(d.get('SKL_MAX_HOST_BINDINGS'), MAX_HOST_BINDINGS);
+  t.is(d.get('SKL_MAX_LENS'), MAX_LENS);
+  t.is(d.get('SKL_SPARES'), SPARES);
+  t.is(d.get('SKL_MAX_FLOWS'), MAX_FLOWS);
+  t.is(d.get('SKL_SVC_F_UDP_REPLIES'), SVC_F_UDP_REPLIES);
+  t.is(d.get('SKL_PORT_F_REPLY'), PORT_F_REPLY);
   t.is(d.get('SKL_PORT_ENTRIES'), PORT_ENTRIES);
   t.is(d.get('SKL_PORT_SVC_MASK'), PORT_SVC_MASK);
   t.is(d.get('SKL_PORT_V6_SHIFT'), PORT_V6_SHIFT);
-  t.is(d.get('SKL_PORT_F_PREFIX_V4'), PORT_F_PREFIX_V4);
-  t.is(d.get('SKL_PORT_F_PREFIX_V6'), PORT_F_PREFIX_V6);
-  t.is(d.get('SKL_PORT_F_HOST_V4'), PORT_F_HOST_V4);
-  t.is(d.get('SKL_PORT_F_HOST_V6'), PORT_F_HOST_V6);
   t.is(d.get('SKL_SVC_FREE'), SVC_FREE);
   t.is(d.get('SKL_SVC_READY'), SVC_READY);
   t.is(d.get('SKL_SVC_PENDING'), SVC_PENDING);
@@ -491,9 +492,9 @@ interface BtfType {
  * dumps it. Without bpftool: skipped with the reason, and failing under CI (scripts/setup.sh
  * installs it for `npm test`).
  */
-function btfTest(title: string, impl: (t: import('ava').ExecutionContext, types: Map<number, BtfType>) => void): void {
+function btfTest(title: string, impl: (t: import('ava').ExecutionContext, types: Map<number, BtfType>) => void, object = 'bpf/sk_dispatch.o'): void {
   needing(['bpftool']).test(title, (t, [bpftool]) => {
-    const r = spawnSync(bpftool, ['-j', 'btf', 'dump', 'file', repoFile('bpf/sk_dispatch.o')], {encoding: 'utf8'});
+    const r = spawnSync(bpftool, ['-j', 'btf', 'dump', 'file', repoFile(object)], {encoding: 'utf8'});
     t.is(r.status, 0, r.stderr);
     const parsed = JSON.parse(r.stdout) as {types: BtfType[]};
     impl(t, new Map(parsed.types.map(ty => [ty.id, ty])));
@@ -536,7 +537,8 @@ function btfMaps(types: Map<number, BtfType>): Map<string, {type: number; maxEnt
     const variable = types.get(v.type_id)!;
     const def = resolve(types, variable.type_id!);
     const m = Object.fromEntries((def.members ?? []).map(x => [x.name, x.type_id]));
-    out.set(variable.name, {type: num(m.type), maxEntries: num(m.max_entries), keySize: pointee(m.key), valueSize: pointee(m.value)});
+    // a map of maps has `values` (its inner maps: an id each, 4 bytes) instead of `value`
+    out.set(variable.name, {type: num(m.type), maxEntries: m.max_entries === undefined ? 0 : num(m.max_entries), keySize: pointee(m.key), valueSize: m.value === undefined ? 4 : pointee(m.value)});
   }
   return out;
 }
@@ -566,18 +568,28 @@ btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: skl_service and skl
   t.is(sock3.readUInt16LE(so.listen_port), 53);
 });
 
-btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: counters, binding keys and values, info', (t, types) => {
-  const c = struct(types, 'skl_counters');
-  t.deepEqual((c.members ?? []).map(m => m.name), [...COUNTER_FIELDS]);
-  t.deepEqual((c.members ?? []).map(m => m.bits_offset / 8), COUNTER_FIELDS.map((_, i) => i * 8));
-  t.is(c.size, COUNTER_FIELDS.length * 8);
-
+btfTest('layout.ts agrees with the BTF of skl.h (test/fixtures/layout_types.o): binding keys and values', (t, types) => {
   const k = struct(types, 'skl_binding_key');
   t.is(k.size, BINDING_KEY_SIZE);
   t.deepEqual(offsets(k), {prefixlen: 0, proto: 4, family: 5, port: 6, addr: 8});
   const v = struct(types, 'skl_binding');
   t.is(v.size, BINDING_SIZE);
   t.deepEqual(offsets(v), {service: 0, prefixlen: 4});
+}, 'test/fixtures/layout_types.o');
+
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: counters, the bindings hash, info', (t, types) => {
+  const c = struct(types, 'skl_counters');
+  t.deepEqual((c.members ?? []).map(m => m.name), [...COUNTER_FIELDS]);
+  t.deepEqual((c.members ?? []).map(m => m.bits_offset / 8), COUNTER_FIELDS.map((_, i) => i * 8));
+  t.is(c.size, COUNTER_FIELDS.length * 8);
+  const rc = struct(types, 'skl_reply_counters');
+  t.deepEqual((rc.members ?? []).map(m => m.name), [...REPLY_COUNTER_FIELDS]);
+
+  // the inner map's template: the hash skl creates (state.ts) must match it
+  const h = struct(types, 'binding_hash');
+  const num = (id: number): number => types.get(types.get(id)!.type_id!)!.nr_elems!;
+  const m = Object.fromEntries((h.members ?? []).map(x => [x.name, x.type_id]));
+  t.deepEqual([num(m.type), num(m.max_entries), num(m.map_flags), num(m.key_size), num(m.value_size)], [1 /* HASH */, MAX_BINDINGS, 1 /* NO_PREALLOC */, BINDING_KEY_SIZE, BINDING_SIZE]);
   const i = struct(types, 'skl_info');
   t.is(i.size, INFO_SIZE);
   t.deepEqual(offsets(i), {layout: 0, reserved: 4, version: 8});
@@ -598,18 +610,37 @@ btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: follow keys and val
   t.deepEqual(decodeFollow(encodeFollow(3, FOLLOW_D_V4 | FOLLOW_D_V6, 42n)), {service: 3, dests: 3, netnsCookie: 42n});
 });
 
+btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: skl_port, skl_flow_key, skl_flow', (t, types) => {
+  const p = struct(types, 'skl_port');
+  t.is(p.size, PORT_SIZE);
+  t.deepEqual(offsets(p), {services: 0, lens4: PORT_LENS_AT[4], lens6: PORT_LENS_AT[6]});
+  const k = struct(types, 'skl_flow_key');
+  t.is(k.size, FLOW_KEY_SIZE);
+  t.deepEqual(offsets(k), {family: 0, pad: 1, client_port: 2, service_port: 4, pad2: 6, client: 8, local: 24});
+  const f = struct(types, 'skl_flow');
+  t.is(f.size, FLOW_SIZE);
+  t.deepEqual(offsets(f), {last_ns: 0, service: 8, port: 12, pad: 14});
+});
+
 btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: the maps', (t, types) => {
   const maps = btfMaps(types);
-  t.deepEqual([...maps.keys()].sort(), [...MAP_NAMES].sort());
+  t.deepEqual([...maps.keys()].sort(), [...MAP_NAMES, ...KERNEL_MAP_NAMES].sort());
   const BPF_MAP_TYPE_HASH = 1;
   const BPF_MAP_TYPE_ARRAY = 2;
   const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
-  const BPF_MAP_TYPE_LPM_TRIE = 11;
+  const BPF_MAP_TYPE_LRU_HASH = 9;
+  const BPF_MAP_TYPE_ARRAY_OF_MAPS = 12;
   const BPF_MAP_TYPE_SOCKMAP = 15;
-  t.deepEqual(maps.get('add_ports'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: PORT_ENTRIES, keySize: 4, valueSize: 4});
-  t.deepEqual(maps.get('bindings'), {type: BPF_MAP_TYPE_LPM_TRIE, maxEntries: MAX_BINDINGS, keySize: BINDING_KEY_SIZE, valueSize: BINDING_SIZE});
-  t.deepEqual(maps.get('host_bindings'), {type: BPF_MAP_TYPE_HASH, maxEntries: MAX_HOST_BINDINGS, keySize: BINDING_KEY_SIZE, valueSize: BINDING_SIZE});
+  const BPF_MAP_TYPE_SK_STORAGE = 24;
+  t.deepEqual(maps.get('add_ports'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: PORT_ENTRIES, keySize: 4, valueSize: PORT_SIZE});
+  t.deepEqual(maps.get('binding_tables'), {type: BPF_MAP_TYPE_ARRAY_OF_MAPS, maxEntries: 1, keySize: 4, valueSize: 4});
   t.deepEqual(maps.get('target_socket'), {type: BPF_MAP_TYPE_SOCKMAP, maxEntries: MAX_DESTS, keySize: 4, valueSize: 8});
+  t.deepEqual(maps.get('spare_socket'), {type: BPF_MAP_TYPE_SOCKMAP, maxEntries: MAX_DESTS * SPARES, keySize: 4, valueSize: 8});
+  t.deepEqual(maps.get('spare_next'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: MAX_DESTS, keySize: 4, valueSize: 4});
+  t.deepEqual(maps.get('follow_cgroups'), {type: BPF_MAP_TYPE_HASH, maxEntries: MAX_SERVICES, keySize: 8, valueSize: 4});
+  t.deepEqual(maps.get('sock_cgroup'), {type: BPF_MAP_TYPE_SK_STORAGE, maxEntries: 0, keySize: 4, valueSize: 8});
+  t.deepEqual(maps.get('udp_flows'), {type: BPF_MAP_TYPE_LRU_HASH, maxEntries: MAX_FLOWS, keySize: FLOW_KEY_SIZE, valueSize: FLOW_SIZE});
+  t.deepEqual(maps.get('reply_counters'), {type: BPF_MAP_TYPE_PERCPU_ARRAY, maxEntries: MAX_SERVICES, keySize: 4, valueSize: REPLY_COUNTER_FIELDS.length * 8});
   t.deepEqual(maps.get('counters'), {type: BPF_MAP_TYPE_PERCPU_ARRAY, maxEntries: MAX_SERVICES, keySize: 4, valueSize: COUNTER_FIELDS.length * 8});
   t.deepEqual(maps.get('services'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: MAX_SERVICES, keySize: 4, valueSize: SERVICE_SIZE});
   t.deepEqual(maps.get('skl_info'), {type: BPF_MAP_TYPE_ARRAY, maxEntries: 1, keySize: 4, valueSize: INFO_SIZE});

@@ -864,7 +864,7 @@ privileged.serial('not root: one clear line, exit 1, and nothing changed or misr
   await steered(t, ns, server, 8900);
 });
 
-privileged.serial('library API: bindings past the limit (1,000,000 host bindings) are refused, changing nothing', async t => {
+privileged.serial('library API: bindings past the limit (1,000,000 bindings of a local prefix) are refused, changing nothing', async t => {
   t.timeout(300_000);
   const {attach, detach, status, addPorts} = await import('../src/index.js');
   const {parseAddress} = await import('../src/dispatcher/input.js');
@@ -882,7 +882,7 @@ privileged.serial('library API: bindings past the limit (1,000,000 host bindings
   const ports = Array.from({length: 1000}, (_, i) => 30000 + i);
 
   // 1,001,000 in one attach: refused, and the dispatcher it created is gone again
-  await t.throwsAsync(attach({...o, pid: server.pid, ports, name: 'many', addresses: hosts(1001)}), {message: /too many bindings: a namespace holds at most 1,000,000 host bindings/});
+  await t.throwsAsync(attach({...o, pid: server.pid, ports, name: 'many', addresses: hosts(1001)}), {message: /too many bindings: a namespace holds at most 1,000,000 bindings of a local prefix/});
   t.deepEqual(pinsOf(skl.ino), [], 'the dispatcher the failed attach created is gone again');
   t.deepEqual((await status(o)).attachments, []);
 

@@ -6,38 +6,41 @@
 
 /* Version of the pinned state's layout (maps, their keys and values, the program's contract).
  * 0 = skl 0.1.0 (no skl_info map). Bump on any incompatible change; `skl upgrade` migrates. */
-#define SKL_LAYOUT 2
+#define SKL_LAYOUT 3
 
 /* Services one dispatcher can hold, and their sockets: one per (protocol, family). */
 #define SKL_MAX_SERVICES 1024
 #define SKL_DESTS_PER_SERVICE 4
 #define SKL_MAX_DESTS (SKL_MAX_SERVICES * SKL_DESTS_PER_SERVICE)
-/* Prefix bindings (the LPM trie) and host bindings (a whole address: /32, /128; a HASH, so a hit
- * among a million costs one hash lookup, not a trie walk). Any-address bindings live in add_ports
- * and do not count. */
+/* Bindings of a local prefix (not the any-address ones, which live in add_ports): one hash of
+ * (protocol, family, port, prefix) -> service, created when the first one is added. The prefix
+ * lengths in use per (protocol, port, family) are listed in add_ports, longest first, so a lookup
+ * costs one hash lookup per length in use (usually one) instead of an LPM trie walk. */
 #define SKL_MAX_BINDINGS 1000000
-#define SKL_MAX_HOST_BINDINGS 1000000
+#define SKL_MAX_LENS 8 /* distinct prefix lengths per (protocol, port, family) */
 
 #define SKL_PROTO_TCP 0
 #define SKL_PROTO_UDP 1
 /* add_ports index = (protocol << 16) | port; port 0 = the protocol's "all ports" bindings. */
 #define SKL_PORT_ENTRIES (2 * 65536)
 
-/* add_ports value: the services of the any-address bindings of (protocol, port), per family,
- * as service + 1 (0 = none), and whether the trie (prefix) or the hash (host) holds bindings for
- * it, per family.
- * 0 everywhere = nothing bound on this port: the common miss costs one array lookup. */
+/* add_ports value: `services` holds the services of the any-address bindings of (protocol, port),
+ * per family, as service + 1 (0 = none), and flags; `lens4`/`lens6` the prefix lengths of the
+ * bindings of a local prefix on this port (1..32 / 1..128, longest first, 0 = end of list).
+ * All zero = nothing bound on this port: the common miss costs one array lookup. */
 #define SKL_PORT_SVC_BITS 12
 #define SKL_PORT_SVC_MASK 0xfff
 #define SKL_PORT_V6_SHIFT 12
-#define SKL_PORT_F_PREFIX_V4 (1u << 24)
-#define SKL_PORT_F_PREFIX_V6 (1u << 25)
-#define SKL_PORT_F_HOST_V4 (1u << 26)
-#define SKL_PORT_F_HOST_V6 (1u << 27)
+#define SKL_PORT_F_REPLY (1u << 24) /* UDP: a service's own port whose replies skl rewrites */
+struct skl_port {
+	__u32 services;
+	__u8 lens4[SKL_MAX_LENS];
+	__u8 lens6[SKL_MAX_LENS];
+};
 
-/* A prefix or host binding: (protocol, family, port, address prefix) -> service.
- * prefixlen = 32 (protocol, family, port) + the address prefix length. port 0 = all ports.
- * Host bindings use the same key with the full length (64 for IPv4, 160 for IPv6). */
+/* A binding of a local prefix: (protocol, family, port, address prefix) -> service.
+ * prefixlen = 32 (protocol, family, port) + the address prefix length; the address bits past the
+ * prefix are zero. port 0 = all ports. */
 struct skl_binding_key {
 	__u32 prefixlen;
 	__u8 proto;
@@ -48,7 +51,7 @@ struct skl_binding_key {
 
 struct skl_binding {
 	__u32 service;
-	__u32 prefixlen; /* the address prefix length (the trie does not say which entry matched) */
+	__u32 prefixlen; /* the address prefix length */
 };
 
 /* Service states: only a ready service is steered to. */
@@ -58,6 +61,7 @@ struct skl_binding {
 /* skl_service.flags */
 #define SKL_SVC_F_REMOVING 1 /* a pending service being removed (not added) */
 #define SKL_SVC_F_FOLLOW 2   /* new listening sockets of its cgroup are stored as they appear */
+#define SKL_SVC_F_UDP_REPLIES 4 /* replies to datagrams steered from an extra port leave from it */
 
 /* Per-CPU counters of a service. */
 struct skl_counters {
@@ -84,6 +88,37 @@ struct skl_follow {
 };
 #define SKL_FOLLOW_D_V4 1
 #define SKL_FOLLOW_D_V6 2
+
+/* Spare sockets per destination: other members of a followed service's reuseport group (or its
+ * earlier listeners), so that losing the stored member does not darken the service while others
+ * still listen. spare_socket index = dest * SKL_SPARES + k. */
+#define SKL_SPARES 4
+
+/* UDP replies: a datagram steered from an extra port records its flow; the service's replies to
+ * it (from its own port) leave from the extra port. Ports in network byte order. */
+#define SKL_MAX_FLOWS 65536
+#define SKL_FLOW_IDLE_NS (120ull * 1000000000ull)
+struct skl_flow_key {
+	__u8 family; /* 4 or 6 */
+	__u8 pad;
+	__u16 client_port;
+	__u16 service_port; /* the service's own (bound) port */
+	__u16 pad2;
+	__u8 client[16];    /* IPv4: the first 4 bytes */
+	__u8 local[16];
+};
+
+struct skl_flow {
+	__u64 last_ns;   /* bpf_ktime_get_ns() of the last request */
+	__u32 service;
+	__u16 port;      /* the extra port the client used */
+	__u16 pad;
+};
+
+struct skl_reply_counters {
+	__u64 flows;     /* datagrams from an extra port that recorded (or refreshed) their flow */
+	__u64 rewritten; /* replies that left from the extra port */
+};
 
 /* One socket of a service (userspace's record; the socket itself is in target_socket). */
 struct skl_socket_meta {

@@ -51,6 +51,17 @@ export class BpfMap {
     return BpfMap.fromFd(fd, `map id ${id}`);
   }
 
+  /** Create a map (not pinned: the returned handle owns it until pinned or stored elsewhere). */
+  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, mapFlags = 0): BpfMap {
+    // struct bpf_map_create_opts, libbpf 1.1.2: size_t sz @0, map_flags @28, 48 bytes
+    const opts = Buffer.alloc(48);
+    opts.writeBigUInt64LE(48n, 0);
+    opts.writeUInt32LE(mapFlags, 28);
+    const fd = libbpf.bpf_map_create(type, name, keySize, valueSize, maxEntries, opts);
+    if (fd < 0) throw errorFor('create map', -fd, name);
+    return BpfMap.fromFd(fd, `map ${name}`);
+  }
+
   /** Wrap an fd (taking ownership). */
   static fromFd(fd: number, what = 'map'): BpfMap {
     let info: MapInfo;

@@ -1,7 +1,8 @@
 /**
  * Bindings: (protocol, local prefix, port) → service. Any-address bindings (prefix length 0) live
- * in the port table (add_ports), whole addresses (/32, /128) in a hash (host_bindings), other
- * prefixes in the LPM trie (bindings); port 0 = all ports.
+ * in the port table (add_ports), the others in a hash keyed by (protocol, family, port, prefix),
+ * with the prefix lengths in use per (protocol, port, family) listed in the port table, longest
+ * first (at most MAX_LENS); port 0 = all ports.
  * Precedence (the program's, mirrored by `resolve`): the longest prefix wins; on equal prefixes an
  * explicit port beats "all ports".
  */
@@ -18,16 +19,12 @@ import {
   encodeBindingKey,
   indexProto,
   MAX_BINDINGS,
-  MAX_HOST_BINDINGS,
+  MAX_LENS,
   portIndex,
   portService,
   prefixContains,
   prefixText,
-  tableFlag,
-  tableOf,
-  withFlag,
   withPortService,
-  type BindingTable,
   type Prefix,
 } from './layout.js';
 import type {DispatcherState} from './state.js';
@@ -53,22 +50,18 @@ export const bindingId = (b: BindingSpec): string => `${b.proto}|${b.port}|${pre
 export const portText = (port: number): string => (port === 0 ? 'all' : String(port));
 export const bindingText = (b: BindingSpec): string => `${b.proto.toUpperCase()} ${prefixText(b.prefix)} port ${portText(b.port)}`;
 
-const TABLES: BindingTable[] = ['bindings', 'host_bindings'];
-
 /** Every binding of a dispatcher. */
 export function readBindings(d: DispatcherState, table = d.portTable()): Binding[] {
   const out: Binding[] = [];
-  const used = new Set<BindingTable>();
   for (const [index, v] of table) {
     const proto = indexProto(index);
     const port = index & 0xffff;
     for (const family of [4, 6] as const) {
       const service = portService(v, family);
       if (service !== undefined) out.push({proto, port, prefix: anyPrefix(family), service});
-      for (const t of TABLES) if (v & tableFlag(t, family)) used.add(t);
     }
   }
-  for (const t of used) for (const e of d.tableEntries(t)) out.push(e);
+  for (const e of d.tableEntries()) out.push(e);
   return out;
 }
 
@@ -111,50 +104,69 @@ export function resolve(list: readonly Binding[], proto: Proto, family: Family, 
 export function ownerOf(d: DispatcherState, b: BindingSpec): number | undefined {
   const v = d.portValue(portIndex(b.proto, b.port));
   if (isAny(b)) return portService(v, b.prefix.family);
-  const table = tableOf(b.prefix);
-  if (!(v & tableFlag(table, b.prefix.family))) return undefined;
-  return d.tableOwner(table, encodeBindingKey(b));
+  return d.tableOwner(encodeBindingKey(b));
 }
 
+/** (protocol, port, family) of a binding, as one key. */
+const lensKey = (b: BindingSpec): string => `${portIndex(b.proto, b.port)}|${b.prefix.family}`;
+const fromLensKey = (k: string): {index: number; family: 4 | 6} => {
+  const [index, family] = k.split('|').map(Number);
+  return {index, family: family === 6 ? 6 : 4};
+};
+
 /**
- * Add bindings of a service: all or nothing (when a table is full, what was added is removed
- * again). Prefix and host entries go in before their port's flag is set, any-address ones in one
- * store each. The caller has checked that no other service holds any of them.
+ * Add bindings of a service: all or nothing (when the hash is full, what was added is removed
+ * again). Prefix entries go in before their length is listed for their port, any-address ones in
+ * one store each. The caller has checked that no other service holds any of them.
  */
 export function addBindings(d: DispatcherState, service: number, list: readonly BindingSpec[]): void {
-  const inserted: [BindingTable, Buffer][] = [];
-  const flags = new Map<number, number>();
-  let table: BindingTable = 'bindings';
+  // the prefix lengths each (protocol, port, family) will list: refused before anything is written
+  const lens = new Map<string, Set<number>>();
+  for (const b of list) {
+    if (isAny(b)) continue;
+    const k = lensKey(b);
+    let l = lens.get(k);
+    if (!l) {
+      const {index, family} = fromLensKey(k);
+      lens.set(k, (l = new Set(d.portLens(index, family))));
+    }
+    l.add(b.prefix.len);
+  }
+  for (const [k, l] of lens) {
+    if (l.size <= MAX_LENS) continue;
+    const {index, family} = fromLensKey(k);
+    throw new SklError(
+      `too many prefix lengths: ${indexProto(index).toUpperCase()} port ${portText(index & 0xffff)} would have IPv${family} bindings of ${l.size} different prefix lengths (${[...l].sort((a, b) => b - a).map((x) => `/${x}`).join(' ')}); skl allows ${MAX_LENS} per port and family; nothing was changed`,
+    );
+  }
+  const mine = list.filter((b) => !isAny(b));
+  const inserted: Buffer[] = [];
   try {
-    for (const t of ['bindings', 'host_bindings'] as const) {
-      table = t;
-      const mine = list.filter((b) => !isAny(b) && tableOf(b.prefix) === t);
-      // in chunks: one batch syscall each for the hash
-      for (let at = 0; at < mine.length; at += BATCH) {
-        const chunk = mine.slice(at, at + BATCH);
-        const keys = Buffer.alloc(chunk.length * BINDING_KEY_SIZE);
-        const values = Buffer.alloc(chunk.length * BINDING_SIZE);
-        chunk.forEach((b, i) => {
-          encodeBindingKey(b).copy(keys, i * BINDING_KEY_SIZE);
-          encodeBinding(service, b.prefix.len).copy(values, i * BINDING_SIZE);
-          const index = portIndex(b.proto, b.port);
-          flags.set(index, (flags.get(index) ?? 0) | tableFlag(t, b.prefix.family));
-        });
-        for (let i = 0; i < chunk.length; i++) inserted.push([t, keys.subarray(i * BINDING_KEY_SIZE, (i + 1) * BINDING_KEY_SIZE)]);
-        d.tableInsertBatch(t, keys, values, chunk.length);
-      }
+    // in chunks: one batch syscall each
+    for (let at = 0; at < mine.length; at += BATCH) {
+      const chunk = mine.slice(at, at + BATCH);
+      const keys = Buffer.alloc(chunk.length * BINDING_KEY_SIZE);
+      const values = Buffer.alloc(chunk.length * BINDING_SIZE);
+      chunk.forEach((b, i) => {
+        encodeBindingKey(b).copy(keys, i * BINDING_KEY_SIZE);
+        encodeBinding(service, b.prefix.len).copy(values, i * BINDING_SIZE);
+      });
+      for (let i = 0; i < chunk.length; i++) inserted.push(keys.subarray(i * BINDING_KEY_SIZE, (i + 1) * BINDING_KEY_SIZE));
+      d.tableInsertBatch(keys, values, chunk.length);
     }
   } catch (error) {
-    for (const [t, k] of inserted) d.tableDelete(t, k);
+    for (const k of inserted) d.tableDelete(k);
     if (error instanceof BpfError && (error.errno === ENOSPC || error.errno === E2BIG)) {
-      const what = table === 'host_bindings' ? `${MAX_HOST_BINDINGS.toLocaleString('en-US')} host bindings (--address of a whole address, /32 or /128)` : `${MAX_BINDINGS.toLocaleString('en-US')} prefix bindings (--address of a shorter prefix)`;
-      throw new SklError(`too many bindings: a namespace holds at most ${what}; nothing was changed`);
+      throw new SklError(`too many bindings: a namespace holds at most ${MAX_BINDINGS.toLocaleString('en-US')} bindings of a local prefix (--address); nothing was changed`);
     }
     throw error;
   }
+  for (const [k, l] of lens) {
+    const {index, family} = fromLensKey(k);
+    d.writePortLens(index, family, [...l]);
+  }
   const writes = new Map<number, number>();
   const current = (i: number): number => writes.get(i) ?? d.portValue(i);
-  for (const [index, f] of flags) writes.set(index, (current(index) | f) >>> 0);
   for (const b of list) {
     if (!isAny(b)) continue;
     const index = portIndex(b.proto, b.port);
@@ -165,11 +177,11 @@ export function addBindings(d: DispatcherState, service: number, list: readonly 
 
 const BATCH = 16384;
 
-/** Remove bindings (those of `service` only); the table flags of ports left with none are cleared. */
+/** Remove bindings (those of `service` only); the prefix lengths no binding uses any more are unlisted. */
 export function removeBindings(d: DispatcherState, service: number, list: readonly BindingSpec[]): void {
   const writes = new Map<number, number>();
   const current = (i: number): number => writes.get(i) ?? d.portValue(i);
-  const touched = new Map<BindingTable, Set<number>>();
+  const touched = new Set<string>();
   for (const b of list) {
     const index = portIndex(b.proto, b.port);
     if (isAny(b)) {
@@ -177,25 +189,24 @@ export function removeBindings(d: DispatcherState, service: number, list: readon
       if (portService(v, b.prefix.family) === service) writes.set(index, withPortService(v, b.prefix.family, undefined));
       continue;
     }
-    const table = tableOf(b.prefix);
     const key = encodeBindingKey(b);
-    if (d.tableOwner(table, key) === service) {
-      d.tableDelete(table, key);
-      if (!touched.has(table)) touched.set(table, new Set());
-      touched.get(table)!.add(index);
+    if (d.tableOwner(key) === service) {
+      d.tableDelete(key);
+      touched.add(lensKey(b));
     }
   }
-  for (const [table, ports] of touched) {
-    // which (protocol, port, family) still have bindings in the table
-    const still = new Map<number, number>();
-    for (const e of d.tableEntries(table)) {
-      const index = portIndex(e.proto, e.port);
-      if (ports.has(index)) still.set(index, (still.get(index) ?? 0) | tableFlag(table, e.prefix.family));
+  if (touched.size) {
+    // which prefix lengths the touched (protocol, port, family) still have
+    const still = new Map<string, Set<number>>();
+    for (const e of d.tableEntries()) {
+      const k = lensKey(e);
+      if (!touched.has(k)) continue;
+      if (!still.has(k)) still.set(k, new Set());
+      still.get(k)!.add(e.prefix.len);
     }
-    for (const index of ports) {
-      let v = current(index);
-      for (const family of [4, 6] as const) v = withFlag(v, tableFlag(table, family), ((still.get(index) ?? 0) & tableFlag(table, family)) !== 0);
-      writes.set(index, v);
+    for (const k of touched) {
+      const {index, family} = fromLensKey(k);
+      d.writePortLens(index, family, [...(still.get(k) ?? [])]);
     }
   }
   d.writePorts(writes);

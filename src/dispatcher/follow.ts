@@ -17,7 +17,7 @@ import {addrBytes, FOLLOW_D_V4, FOLLOW_D_V6, listenerText as socketListenerText,
 import {parseAddress} from './input.js';
 import type {ListenerChoice, TakenService} from './services.js';
 import type {DispatcherState} from './state.js';
-import {FOLLOW_PROG_PIN} from './store.js';
+import {FOLLOW_LINK_RE, FOLLOW_PROG_PIN} from './store.js';
 
 /** enum bpf_attach_type BPF_CGROUP_SOCK_OPS */
 const BPF_CGROUP_SOCK_OPS = 3;
@@ -252,7 +252,7 @@ export function ensureCgroupLink(dir: string, cg: Cgroup): void {
 export function pruneCgroupLinks(dir: string, followed: ReadonlySet<number>): void {
   if (!existsSync(dir)) return;
   for (const e of readdirSync(dir)) {
-    const m = /^follow-(\d+)$/.exec(e);
+    const m = FOLLOW_LINK_RE.exec(e);
     if (m && !followed.has(Number(m[1]))) unlinkSync(`${dir}/${e}`);
   }
 }

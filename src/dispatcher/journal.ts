@@ -73,9 +73,9 @@ export class Journal {
     const name = `${place.netns.ino}-change-${process.pid}`;
     const dir = mkdirBpffs(place.bpffsRoot, 'skl', name);
     try {
-      const obj = loadDispatcher().obj;
+      const obj = loadDispatcher({mapsOnly: true}).obj;
+      const img = new DispatcherState('pinned', mapsOfObject(obj), 0);
       try {
-        const img = new DispatcherState('pinned', mapsOfObject(obj), 0);
         img.writeService(change.id, change.meta);
         addBindings(img, ADD, change.add);
         addBindings(img, REMOVE, change.remove);
@@ -86,6 +86,7 @@ export class Journal {
           obj.map(n).pin(`${dir}/${n}`);
         }
       } finally {
+        img.close();
         obj.close();
       }
       return new Journal(dir, BpfMap.openPinned(`${dir}/skl_info`));

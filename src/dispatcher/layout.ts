@@ -3,19 +3,22 @@ import type {Family, Proto} from '../sys/sockets.js';
 import {formatV6} from '../sys/sockets.js';
 
 /** Layout of the pinned state this skl writes (SKL_LAYOUT). 0 = skl 0.1.0's (no skl_info map). */
-export const LAYOUT = 2;
+export const LAYOUT = 3;
 export const MAX_SERVICES = 1024;
 export const DESTS_PER_SERVICE = 4;
 export const MAX_DESTS = MAX_SERVICES * DESTS_PER_SERVICE;
+/** bindings of a local prefix (the any-address ones live in add_ports and do not count) */
 export const MAX_BINDINGS = 1_000_000;
-export const MAX_HOST_BINDINGS = 1_000_000;
+/** distinct prefix lengths per (protocol, port, family) */
+export const MAX_LENS = 8;
 export const PORT_ENTRIES = 2 * 65536;
+/** struct skl_port: services word, then lens4[8], lens6[8] */
+export const PORT_SIZE = 4 + 2 * MAX_LENS;
+export const PORT_LENS_AT = {4: 4, 6: 4 + MAX_LENS} as const;
 export const PORT_SVC_MASK = 0xfff;
 export const PORT_V6_SHIFT = 12;
-export const PORT_F_PREFIX_V4 = 1 << 24;
-export const PORT_F_PREFIX_V6 = 1 << 25;
-export const PORT_F_HOST_V4 = 1 << 26;
-export const PORT_F_HOST_V6 = 1 << 27;
+/** add_ports services word: a UDP service's own port whose replies skl rewrites */
+export const PORT_F_REPLY = 1 << 24;
 export const SOCKET_META_SIZE = 32;
 export const SERVICE_SIZE = 48 + 64 + 8 + DESTS_PER_SERVICE * SOCKET_META_SIZE;
 const SOCKETS_AT = 120;
@@ -23,6 +26,12 @@ export const BINDING_KEY_SIZE = 24;
 export const BINDING_SIZE = 8;
 export const INFO_SIZE = 40;
 export const COUNTER_FIELDS = ['redirected', 'missed', 'retaken'] as const;
+export const REPLY_COUNTER_FIELDS = ['flows', 'rewritten'] as const;
+/** spare sockets per destination (spare_socket index = dest * SPARES + k) */
+export const SPARES = 4;
+export const MAX_FLOWS = 65536;
+export const FLOW_KEY_SIZE = 40;
+export const FLOW_SIZE = 16;
 export const MAX_FOLLOW = 4096;
 export const FOLLOW_KEY_SIZE = 20;
 export const FOLLOW_SIZE = 16;
@@ -37,6 +46,8 @@ export const SVC_PENDING = 2;
 export const SVC_F_REMOVING = 1;
 /** service flags: new listening sockets of its cgroup are stored as they appear */
 export const SVC_F_FOLLOW = 2;
+/** service flags: replies to datagrams steered from an extra port leave from that port */
+export const SVC_F_UDP_REPLIES = 4;
 
 const SOCK_F_USED = 1;
 const SOCK_F_V6ONLY = 2;
@@ -63,18 +74,7 @@ export function withPortService(value: number, family: Family, service: number |
   return (cleared | (service === undefined ? 0 : (service + 1) << shift)) >>> 0;
 }
 
-/** The flag saying the trie (prefix) or the hash (host) holds bindings of this family for the port. */
-export const tableFlag = (table: BindingTable, family: Family): number =>
-  table === 'host_bindings' ? (family === 6 ? PORT_F_HOST_V6 : PORT_F_HOST_V4) : family === 6 ? PORT_F_PREFIX_V6 : PORT_F_PREFIX_V4;
-
-export function withFlag(value: number, flag: number, on: boolean): number {
-  return (on ? value | flag : value & ~flag) >>> 0;
-}
-
-/** Where a binding lives besides add_ports: whole addresses in the hash, shorter prefixes in the trie. */
-export type BindingTable = 'bindings' | 'host_bindings';
 export const familyBits = (family: Family): number => (family === 4 ? 32 : 128);
-export const tableOf = (p: Prefix): BindingTable => (p.len === familyBits(p.family) ? 'host_bindings' : 'bindings');
 
 // ---- prefixes and binding keys ----
 
@@ -99,14 +99,23 @@ export interface BindingKey {
   prefix: Prefix;
 }
 
+/** A binding's key in the bindings hash: the address bits past the prefix are zero (the program masks the same way). */
 export function encodeBindingKey(k: BindingKey): Buffer {
   const b = Buffer.alloc(BINDING_KEY_SIZE);
   b.writeUInt32LE(32 + k.prefix.len, 0);
   b.writeUInt8(protoIndex(k.proto), 4);
   b.writeUInt8(k.prefix.family, 5);
   b.writeUInt16LE(k.port, 6);
-  writeKeyAddr(b, 8, k.prefix.family, k.prefix.addr);
+  writeKeyAddr(b, 8, k.prefix.family, maskedAddr(k.prefix));
   return b;
+}
+
+/** The prefix's address with the bits past its length cleared (16 bytes, IPv4 mapped). */
+export function maskedAddr(p: Prefix): Uint8Array {
+  const out = new Uint8Array(p.addr);
+  const base = p.family === 4 ? 96 : 0;
+  for (let bit = base + p.len; bit < 128; bit++) out[bit >> 3] &= ~(0x80 >> (bit & 7));
+  return out;
 }
 
 /** A key's address: IPv4 in its first 4 bytes, IPv6 in 16; in memory always 16 bytes, IPv4 mapped. */

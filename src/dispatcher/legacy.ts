@@ -10,10 +10,24 @@
 import {existsSync} from 'node:fs';
 import {BpfMap, u32Key} from '../bpf/map.js';
 import type {Family, Proto} from '../sys/sockets.js';
-import {anyPrefix, decodeService, destKey, DESTS_PER_SERVICE, SERVICE_SIZE, SVC_READY, type Prefix, type ServiceMeta, type SocketMeta} from './layout.js';
-import {readBindings} from './bindings.js';
-import {DispatcherState, type MapName} from './state.js';
-import type {BindingSpec} from './bindings.js';
+import {
+  anyPrefix,
+  BINDING_KEY_SIZE,
+  BINDING_SIZE,
+  decodeBinding,
+  decodeBindingKey,
+  decodeService,
+  destKey,
+  DESTS_PER_SERVICE,
+  indexProto,
+  portService,
+  SERVICE_SIZE,
+  SVC_READY,
+  type Prefix,
+  type ServiceMeta,
+  type SocketMeta,
+} from './layout.js';
+import type {Binding, BindingSpec} from './bindings.js';
 
 export const LEGACY_MAP_NAMES = ['add_ports', 'target_socket', 'counters', 'allowed_addrs', 'target_meta'] as const;
 export type LegacyMapName = (typeof LEGACY_MAP_NAMES)[number];
@@ -162,11 +176,14 @@ export class LegacyState implements OlderState {
   }
 }
 
-// ---- layout 1 (skl 0.2.0): services and bindings, before following (no follow map, a 240-byte
-// service record without cgroup_ino, counters without retaken) ----
+// ---- layouts 1 (skl 0.2.0) and 2 (skl 0.3.0): services and bindings. Layout 1 has no following
+// (no follow map, a 240-byte service record without cgroup_ino, counters without retaken). Both
+// keep bindings of a local prefix in an LPM trie (`bindings`) and of a whole address in a hash
+// (`host_bindings`), flagged per port in add_ports (32-bit values) ----
 
-const LAYOUT1_MAP_NAMES = ['add_ports', 'bindings', 'host_bindings', 'target_socket', 'counters', 'services', 'skl_info'] as const;
 const V1_SERVICE_SIZE = 240;
+/** add_ports flags of layouts 1 and 2: which table holds bindings of the port, per family */
+const V2_PORT_TABLE_FLAGS = {bindings: {4: 1 << 24, 6: 1 << 25}, host_bindings: {4: 1 << 26, 6: 1 << 27}} as const;
 
 function decodeServiceV1(b: Buffer): ServiceMeta {
   // today's record, with the sockets where cgroup_ino now is
@@ -176,40 +193,69 @@ function decodeServiceV1(b: Buffer): ServiceMeta {
   return {...decodeService(shifted), cgroupIno: 0};
 }
 
-export class Layout1State implements OlderState {
-  readonly layout = 1;
-  readonly kind = 'pinned' as const;
-  private constructor(private readonly maps: Record<(typeof LAYOUT1_MAP_NAMES)[number], BpfMap>) {}
+const mapNamesOf = (layout: 1 | 2): string[] => ['add_ports', 'bindings', 'host_bindings', 'target_socket', 'counters', 'services', 'skl_info', ...(layout === 2 ? ['follow'] : [])];
 
-  static openPinned(dir: string): Layout1State {
-    const maps = {} as Record<(typeof LAYOUT1_MAP_NAMES)[number], BpfMap>;
+export class ServicesLayoutState implements OlderState {
+  readonly kind = 'pinned' as const;
+  private constructor(
+    readonly layout: 1 | 2,
+    private readonly maps: Record<string, BpfMap>,
+  ) {}
+
+  static openPinned(dir: string, layout: 1 | 2): ServicesLayoutState {
+    const maps: Record<string, BpfMap> = {};
     try {
-      for (const n of LAYOUT1_MAP_NAMES) maps[n] = BpfMap.openPinned(`${dir}/${n}`);
+      for (const n of mapNamesOf(layout)) maps[n] = BpfMap.openPinned(`${dir}/${n}`);
     } catch (error) {
       for (const m of Object.values(maps)) m.close();
       throw error;
     }
-    return new Layout1State(maps);
+    return new ServicesLayoutState(layout, maps);
   }
 
   close(): void {
     for (const m of Object.values(this.maps)) m.close();
   }
 
+  /** Every binding: any-address ones from add_ports, the others from the tables its flags name. */
+  private bindings(): Binding[] {
+    const out: Binding[] = [];
+    const used = new Set<'bindings' | 'host_bindings'>();
+    this.maps.add_ports.lookupAll((keys, values, count) => {
+      for (let i = 0; i < count; i++) {
+        const v = values.readUInt32LE(i * 4);
+        if (v === 0) continue;
+        const index = keys.readUInt32LE(i * 4);
+        for (const family of [4, 6] as const) {
+          const service = portService(v, family);
+          if (service !== undefined) out.push({proto: indexProto(index), port: index & 0xffff, prefix: anyPrefix(family), service});
+          for (const t of ['bindings', 'host_bindings'] as const) if (v & V2_PORT_TABLE_FLAGS[t][family]) used.add(t);
+        }
+      }
+    });
+    for (const t of used) {
+      for (const key of this.maps[t].keys()) {
+        const v = this.maps[t].lookup(key);
+        if (v && key.length === BINDING_KEY_SIZE && v.length >= BINDING_SIZE) out.push({...decodeBindingKey(key), service: decodeBinding(v).service});
+      }
+    }
+    return out;
+  }
+
   services(): LegacyService[] {
+    const size = this.layout === 1 ? V1_SERVICE_SIZE : SERVICE_SIZE;
     const records: {id: number; meta: ServiceMeta}[] = [];
     this.maps.services.lookupAll((keys, values, count) => {
       for (let i = 0; i < count; i++) {
-        if (values.readUInt32LE(i * V1_SERVICE_SIZE) !== SVC_READY) continue;
-        records.push({id: keys.readUInt32LE(i * 4), meta: decodeServiceV1(values.subarray(i * V1_SERVICE_SIZE, (i + 1) * V1_SERVICE_SIZE))});
+        if (values.readUInt32LE(i * size) !== SVC_READY) continue;
+        const rec = values.subarray(i * size, (i + 1) * size);
+        records.push({id: keys.readUInt32LE(i * 4), meta: this.layout === 1 ? decodeServiceV1(rec) : decodeService(rec)});
       }
     });
-    // the port table and the binding tables have today's format
-    const view = new DispatcherState('pinned', {...(this.maps as unknown as Record<MapName, BpfMap>)}, 0);
     const byService = new Map<number, BindingSpec[]>();
-    for (const b of readBindings(view)) {
+    for (const b of this.bindings()) {
       const l = byService.get(b.service) ?? [];
-      l.push(b);
+      l.push({proto: b.proto, prefix: b.prefix, port: b.port});
       byService.set(b.service, l);
     }
     return records.map(({id, meta}) => {
@@ -221,10 +267,10 @@ export class Layout1State implements OlderState {
   }
 }
 
-/** Read the pinned state of an older layout (0 or 1), or undefined when the directory has none. */
+/** Read the pinned state of an older layout (0, 1 or 2), or undefined when the directory has none. */
 export function openOlderPinned(dir: string, layout: number): OlderState | undefined {
   if (!existsSync(dir)) return undefined;
   if (layout === 0 && isLegacyDir(dir)) return LegacyState.openPinned(dir);
-  if (layout === 1) return Layout1State.openPinned(dir);
+  if (layout === 1 || layout === 2) return ServicesLayoutState.openPinned(dir, layout);
   return undefined;
 }

@@ -13,6 +13,11 @@ import {BpfError, errorFor} from '../bpf/errors.js';
 import {
   BINDING_KEY_SIZE,
   COUNTER_FIELDS,
+  MAX_BINDINGS,
+  MAX_LENS,
+  PORT_LENS_AT,
+  PORT_SIZE,
+  REPLY_COUNTER_FIELDS,
   decodeBinding,
   decodeBindingKey,
   decodeInfo,
@@ -25,7 +30,6 @@ import {
   SERVICE_SIZE,
   SVC_FREE,
   type BindingKey,
-  type BindingTable,
   type FollowKey,
   decodeFollow,
   decodeFollowKey,
@@ -37,10 +41,31 @@ import {
 const EINVAL = 22;
 const E2BIG = 7;
 
-export const MAP_NAMES = ['add_ports', 'bindings', 'host_bindings', 'target_socket', 'counters', 'services', 'follow', 'skl_info'] as const;
+/** The maps skl reads and writes (all of them maps of the sk_lookup program, so a foreground dispatcher's are found from its link). */
+export const MAP_NAMES = [
+  'add_ports',
+  'binding_tables',
+  'target_socket',
+  'spare_socket',
+  'spare_next',
+  'counters',
+  'services',
+  'follow',
+  'follow_cgroups',
+  'udp_flows',
+  'reply_counters',
+  'skl_info',
+] as const;
+/** Maps only the kernel uses (pinned with the others). */
+export const KERNEL_MAP_NAMES = ['sock_cgroup'] as const;
 /** The sock_ops program that follows services across restarts (pinned as follow_prog). */
 export const FOLLOW_PROGRAM = 'sk_follow';
+/** The programs besides sk_dispatch, each left out on a kernel that cannot load it. */
+export const OPTIONAL_PROGRAMS = [FOLLOW_PROGRAM, 'sk_follow_sock', 'sk_follow_udp', 'sk_reply'] as const;
+export type OptionalProgram = (typeof OPTIONAL_PROGRAMS)[number];
 export type MapName = (typeof MAP_NAMES)[number];
+const BPF_MAP_TYPE_HASH = 1;
+const BPF_F_NO_PREALLOC = 1;
 
 /** The compiled dispatcher, shipped with the package (built by `npm run build:bpf`). */
 export function dispatcherObjectBytes(): Buffer {
@@ -48,16 +73,34 @@ export function dispatcherObjectBytes(): Buffer {
 }
 
 /**
- * Load the dispatcher object. Its follow program needs the netns cookie in sock_ops (Linux 5.15):
- * on an older kernel it is left out (`follow` false) and everything else works.
+ * Load the dispatcher object. Programs besides sk_dispatch need newer kernels (the follow program
+ * the netns cookie in sock_ops, 5.15; the tc programs socket storage for any socket, 5.11): on a
+ * kernel that cannot load one, it is left out (absent from `loaded`) and everything else works.
  */
-export function loadDispatcher(): {obj: BpfObject; follow: boolean} {
+export function loadDispatcher(opts: {reuseMaps?: Record<string, BpfMap>; mapsOnly?: boolean} = {}): {obj: BpfObject; follow: boolean; loaded: Set<OptionalProgram>} {
+  const {reuseMaps} = opts;
+  const load = (skip: readonly string[]): BpfObject => BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o', skipPrograms: [...skip], reuseMaps});
+  // an image of the state (a journal) needs the maps only
+  if (opts.mapsOnly) return {obj: load(OPTIONAL_PROGRAMS), follow: false, loaded: new Set()};
+  const result = (obj: BpfObject, skipped: readonly string[]) => {
+    const loaded = new Set(OPTIONAL_PROGRAMS.filter((p) => !skipped.includes(p)));
+    return {obj, follow: loaded.has(FOLLOW_PROGRAM), loaded};
+  };
   try {
-    return {obj: BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o'}), follow: true};
+    return result(load([]), []);
   } catch (error) {
     if (!(error instanceof BpfError)) throw error;
+    // which optional programs this kernel refuses: each on its own
+    const refused = OPTIONAL_PROGRAMS.filter((p) => {
+      try {
+        load(OPTIONAL_PROGRAMS.filter((q) => q !== p)).close();
+        return false;
+      } catch {
+        return true;
+      }
+    });
     try {
-      return {obj: BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o', skipPrograms: [FOLLOW_PROGRAM]}), follow: false};
+      return result(load(refused), refused);
     } catch {
       throw error;
     }
@@ -69,6 +112,13 @@ export interface Counters {
   missed: number;
   /** sockets the follow program stored when the service listened again */
   retaken: number;
+}
+
+export interface ReplyCounters {
+  /** datagrams from an extra port that recorded (or refreshed) their flow */
+  flows: number;
+  /** replies that left from the extra port */
+  rewritten: number;
 }
 
 export interface ServiceRecord extends ServiceMeta {
@@ -89,8 +139,13 @@ export class DispatcherState {
     readonly damage?: string,
   ) {}
 
+  /** the bindings hash, once opened or created */
+  private table: BpfMap | undefined;
+
   close(): void {
     for (const m of Object.values(this.maps)) m.close();
+    this.table?.close();
+    this.table = undefined;
   }
 
   // ---- the dispatcher's own record ----
@@ -141,6 +196,14 @@ export class DispatcherState {
 
   resetCounters(id: number): void {
     this.maps.counters.update(u32Key(id), Buffer.alloc(this.maps.counters.perCpuStride * numPossibleCpus()));
+    this.maps.reply_counters.update(u32Key(id), Buffer.alloc(this.maps.reply_counters.perCpuStride * numPossibleCpus()));
+  }
+
+  replyCounters(id: number): ReplyCounters {
+    const sums = this.maps.reply_counters.sumPerCpuU64(u32Key(id)) ?? [];
+    const c = {} as ReplyCounters;
+    REPLY_COUNTER_FIELDS.forEach((f, i) => (c[f] = Number(sums[i] ?? 0n)));
+    return c;
   }
 
   // ---- sockets (target_socket: a SOCKMAP by destination index) ----
@@ -169,106 +232,146 @@ export class DispatcherState {
     return this.maps.target_socket.lookup(u32Key(dest)) !== undefined;
   }
 
-  // ---- the port table (add_ports) ----
+  // ---- the port table (add_ports: struct skl_port per (protocol, port)) ----
 
-  /** add_ports as 32-bit words, when the map is memory-mapped (see bpf/sk_dispatch.c): entry i is words[i * stride]. */
-  private portWords(): {words: Uint32Array; stride: number} | undefined {
+  /** add_ports as bytes, when the map is memory-mapped (see bpf/sk_dispatch.c): entry i at i * stride. */
+  private portMemory(): {mem: Buffer; words: Uint32Array; stride: number} | undefined {
     const mem = this.maps.add_ports.mapped();
     if (!mem) return undefined;
     // the kernel pads array values to 8 bytes
-    return {words: new Uint32Array(mem.buffer, mem.byteOffset, mem.byteLength / 4), stride: this.maps.add_ports.elementStride / 4};
+    return {mem, words: new Uint32Array(mem.buffer, mem.byteOffset, mem.byteLength / 4), stride: this.maps.add_ports.elementStride};
   }
 
-  /** Every non-zero add_ports entry: index → value. */
+  /** Every (protocol, port) with a non-zero services word or a prefix length: index → services word. */
   portTable(): Map<number, number> {
     const out = new Map<number, number>();
-    const mem = this.portWords();
-    if (mem) {
-      const {words, stride} = mem;
+    const m = this.portMemory();
+    if (m) {
+      const {mem, words, stride} = m;
+      const step = stride / 4;
       for (let i = 0, n = PORT_ENTRIES; i < n; i++) {
-        const v = words[i * stride];
-        if (v !== 0) out.set(i, v);
+        const v = words[i * step];
+        if (v !== 0 || mem[i * stride + PORT_LENS_AT[4]] !== 0 || mem[i * stride + PORT_LENS_AT[6]] !== 0) out.set(i, v);
       }
       return out;
     }
     this.maps.add_ports.lookupAll((keys, values, count) => {
       for (let i = 0; i < count; i++) {
-        const v = values.readUInt32LE(i * 4);
-        if (v !== 0) out.set(keys.readUInt32LE(i * 4), v);
+        const at = i * PORT_SIZE;
+        const v = values.readUInt32LE(at);
+        if (v !== 0 || values[at + PORT_LENS_AT[4]] !== 0 || values[at + PORT_LENS_AT[6]] !== 0) out.set(keys.readUInt32LE(i * 4), v);
       }
     }, PORT_ENTRIES);
     return out;
   }
 
-  /** add_ports[index]. */
+  /** The services word of add_ports[index]. */
   portValue(index: number): number {
-    const mem = this.portWords();
-    if (mem) return mem.words[index * mem.stride];
+    const m = this.portMemory();
+    if (m) return m.words[(index * m.stride) / 4];
     return this.maps.add_ports.lookup(u32Key(index))?.readUInt32LE(0) ?? 0;
   }
 
-  /** Set add_ports[index] = value for many indices (each store is seen by the program at once). */
-  writePorts(entries: Iterable<[index: number, value: number]>): void {
-    const list = [...entries];
-    if (list.length === 0) return;
-    for (const [k] of list) if (!(k >= 0 && k < PORT_ENTRIES)) throw errorFor('map update', E2BIG, `add_ports (index ${k})`);
-    const mem = this.portWords();
-    if (mem) {
-      // one aligned 4-byte store per entry (what a single-element update does too)
-      for (const [k, v] of list) mem.words[k * mem.stride] = v >>> 0;
-      return;
-    }
-    const keys = Buffer.alloc(list.length * 4);
-    const values = Buffer.alloc(list.length * 4);
-    list.forEach(([k, v], i) => {
-      keys.writeUInt32LE(k, i * 4);
-      values.writeUInt32LE(v >>> 0, i * 4);
-    });
-    this.maps.add_ports.updateBatch(keys, values, list.length);
-  }
-
-  // ---- prefix bindings (the trie) and host bindings (the hash) ----
-
-  /** Every binding of a table (the hash in batches; the trie, which has no batch lookup, key by key). */
-  tableEntries(table: BindingTable): TrieEntry[] {
-    const out: TrieEntry[] = [];
-    const m = this.maps[table];
-    if (table === 'host_bindings') {
-      m.lookupAll((keys, values, count) => {
-        for (let i = 0; i < count; i++) {
-          const key = keys.subarray(i * BINDING_KEY_SIZE, (i + 1) * BINDING_KEY_SIZE);
-          out.push({...decodeBindingKey(key), service: values.readUInt32LE(i * BINDING_SIZE)});
-        }
-      }, 16384);
-      return out;
-    }
-    for (const key of m.keys()) {
-      const v = m.lookup(key);
-      if (!v) continue;
-      out.push({...decodeBindingKey(key), service: decodeBinding(v).service});
+  /** The prefix lengths in use for (protocol, port) and a family, longest first. */
+  portLens(index: number, family: 4 | 6): number[] {
+    const m = this.portMemory();
+    const bytes = m ? m.mem.subarray(index * m.stride + PORT_LENS_AT[family], index * m.stride + PORT_LENS_AT[family] + MAX_LENS) : this.maps.add_ports.lookup(u32Key(index))?.subarray(PORT_LENS_AT[family], PORT_LENS_AT[family] + MAX_LENS);
+    const out: number[] = [];
+    for (const l of bytes ?? []) {
+      if (l === 0) break;
+      out.push(l);
     }
     return out;
   }
 
-  /** The service holding exactly this key, if any (a trie lookup returns the longest match: compare lengths). */
-  tableOwner(table: BindingTable, key: Buffer): number | undefined {
-    const v = this.maps[table].lookup(key);
-    if (!v) return undefined;
-    const b = decodeBinding(v);
-    return b.prefixLen === key.readUInt32LE(0) - 32 ? b.service : undefined;
-  }
-
-  tableInsert(table: BindingTable, key: Buffer, value: Buffer): void {
-    this.maps[table].update(key, value, BPF_ANY);
-  }
-
-  /** Insert `count` packed keys and values at once (the hash; the trie has no batch update). */
-  tableInsertBatch(table: BindingTable, keys: Buffer, values: Buffer, count: number): void {
-    if (table === 'host_bindings') {
-      this.maps[table].updateBatch(keys, values, count, BPF_ANY);
+  /** Set the services word of add_ports[index] for many indices (each store is seen by the program at once). */
+  writePorts(entries: Iterable<[index: number, value: number]>): void {
+    const list = [...entries];
+    if (list.length === 0) return;
+    for (const [k] of list) if (!(k >= 0 && k < PORT_ENTRIES)) throw errorFor('map update', E2BIG, `add_ports (index ${k})`);
+    const m = this.portMemory();
+    if (m) {
+      // one aligned 4-byte store per entry (what a single-element update does too)
+      const step = m.stride / 4;
+      for (const [k, v] of list) m.words[k * step] = v >>> 0;
       return;
     }
-    for (let i = 0; i < count; i++) this.tableInsert(table, keys.subarray(i * BINDING_KEY_SIZE, (i + 1) * BINDING_KEY_SIZE), values.subarray(i * BINDING_SIZE, (i + 1) * BINDING_SIZE));
+    for (const [k, v] of list) {
+      const value = this.maps.add_ports.lookup(u32Key(k)) ?? Buffer.alloc(PORT_SIZE);
+      value.writeUInt32LE(v >>> 0, 0);
+      this.maps.add_ports.update(u32Key(k), value.subarray(0, PORT_SIZE));
+    }
+  }
+
+  /**
+   * Set the prefix lengths of (protocol, port) and a family (longest first, at most MAX_LENS).
+   * The list is written shortest-first from its end, so that while it changes the program sees
+   * either the old or the new list, or a mix that only costs it an extra lookup.
+   */
+  writePortLens(index: number, family: 4 | 6, lens: readonly number[]): void {
+    if (lens.length > MAX_LENS) throw errorFor('map update', E2BIG, `add_ports (index ${index}: ${lens.length} prefix lengths)`);
+    const bytes = new Uint8Array(MAX_LENS);
+    [...lens].sort((a, b) => b - a).forEach((l, i) => (bytes[i] = l));
+    const m = this.portMemory();
+    if (m) {
+      const at = index * m.stride + PORT_LENS_AT[family];
+      for (let i = MAX_LENS - 1; i >= 0; i--) m.mem[at + i] = bytes[i];
+      return;
+    }
+    const value = this.maps.add_ports.lookup(u32Key(index)) ?? Buffer.alloc(PORT_SIZE);
+    Buffer.from(bytes).copy(value, PORT_LENS_AT[family]);
+    this.maps.add_ports.update(u32Key(index), value.subarray(0, PORT_SIZE));
+  }
+
+  // ---- bindings of a local prefix (a hash, created with the first one) ----
+
+  /** The bindings hash: opened from binding_tables, or created when `create` (else undefined). */
+  bindingTable(create = false): BpfMap | undefined {
+    if (this.table) return this.table;
+    const v = this.maps.binding_tables.lookup(u32Key(0));
+    if (v) {
+      // a map-in-map lookup from userspace gives the inner map's id
+      this.table = BpfMap.openById(v.readUInt32LE(0));
+      return this.table;
+    }
+    if (!create) return undefined;
+    const t = BpfMap.create(BPF_MAP_TYPE_HASH, 'bindings', BINDING_KEY_SIZE, BINDING_SIZE, MAX_BINDINGS, BPF_F_NO_PREALLOC);
+    try {
+      this.maps.binding_tables.update(u32Key(0), u32Key(t.fd));
+    } catch (error) {
+      t.close();
+      throw error;
+    }
+    this.table = t;
+    return t;
+  }
+
+  /** Every binding of a local prefix, in batches. */
+  tableEntries(): TrieEntry[] {
+    const out: TrieEntry[] = [];
+    this.bindingTable()?.lookupAll((keys, values, count) => {
+      for (let i = 0; i < count; i++) {
+        const key = keys.subarray(i * BINDING_KEY_SIZE, (i + 1) * BINDING_KEY_SIZE);
+        out.push({...decodeBindingKey(key), service: values.readUInt32LE(i * BINDING_SIZE)});
+      }
+    }, 16384);
+    return out;
+  }
+
+  /** The service holding exactly this key, if any. */
+  tableOwner(key: Buffer): number | undefined {
+    const v = this.bindingTable()?.lookup(key);
+    return v ? decodeBinding(v).service : undefined;
+  }
+
+  /** Insert `count` packed keys and values at once. */
+  tableInsertBatch(keys: Buffer, values: Buffer, count: number): void {
+    this.bindingTable(true)!.updateBatch(keys, values, count, BPF_ANY);
+  }
+
+  /** Delete a key (absent: nothing to do). */
+  tableDelete(key: Buffer): void {
+    this.bindingTable()?.delete(key);
   }
 
   // ---- followed listeners ----
@@ -288,11 +391,6 @@ export class DispatcherState {
 
   deleteFollow(key: FollowKey): void {
     this.maps.follow.delete(encodeFollowKey(key));
-  }
-
-  /** Delete a key (absent: nothing to do). */
-  tableDelete(table: BindingTable, key: Buffer): void {
-    this.maps[table].delete(key);
   }
 }
 

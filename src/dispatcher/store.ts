@@ -15,7 +15,7 @@ import {ensureBpffs, mkdirBpffs} from '../sys/bpffs.js';
 import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
-import {DispatcherState, FOLLOW_PROGRAM, loadDispatcher, MAP_NAMES, type MapName} from './state.js';
+import {DispatcherState, KERNEL_MAP_NAMES, loadDispatcher, MAP_NAMES, type MapName, type OptionalProgram} from './state.js';
 import {decodeInfo, LAYOUT, SVC_F_FOLLOW, SVC_F_REMOVING, SVC_PENDING, SVC_READY} from './layout.js';
 import {pruneCgroupLinks} from './follow.js';
 import {isLegacyDir, LEGACY_MAP_NAMES, LegacyState, openOlderPinned, type OlderState} from './legacy.js';
@@ -53,6 +53,21 @@ export function mapsOf(obj: BpfObject): Record<MapName, BpfMap> {
 
 /** Pin of the follow program in a dispatcher's directory; its cgroup links are `follow-<cgroup inode>`. */
 export const FOLLOW_PROG_PIN = 'follow_prog';
+/** Pins of the optional programs in a dispatcher's directory (for attaching them later). */
+export const PROGRAM_PINS: Record<OptionalProgram, string> = {
+  sk_follow: FOLLOW_PROG_PIN,
+  sk_follow_sock: 'follow_sock_prog',
+  sk_follow_udp: 'follow_udp_prog',
+  sk_reply: 'reply_prog',
+};
+/** A cgroup's links in a dispatcher's directory: `follow-<ino>` (sock_ops), `follow-sock-<ino>` (socket creation). */
+export const FOLLOW_LINK_RE = /^follow-(?:sock-)?(\d+)$/;
+
+/** Pin a loaded dispatcher's maps and the optional programs this kernel loaded into `dir`. */
+export function pinPrograms(obj: BpfObject, loaded: ReadonlySet<OptionalProgram>, dir: string): void {
+  for (const n of [...MAP_NAMES, ...KERNEL_MAP_NAMES]) obj.map(n).pin(`${dir}/${n}`);
+  for (const p of loaded) obj.program(p).pin(`${dir}/${PROGRAM_PINS[p]}`);
+}
 
 /** The lock file guarding writes (StoreOptions.lockFile, else $SKL_LOCK_FILE, else /run/skl.lock). */
 export const lockPathOf = (opts: StoreOptions = {}): string => opts.lockFile ?? process.env.SKL_LOCK_FILE ?? '/run/skl.lock';
@@ -181,13 +196,12 @@ export class Store {
     // bpffs refuses names containing '.'
     const scratch = `${this.dir}-new-${process.pid}`;
     mkdirBpffs(this.bpffs, 'skl', `${this.netns.ino}-new-${process.pid}`);
-    const {obj, follow} = loadDispatcher();
+    const {obj, loaded} = loadDispatcher();
     let link: Link | undefined;
     try {
       new DispatcherState('pinned', mapsOf(obj), 0).writeInfo(LAYOUT, SKL_VERSION);
-      for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
-      // the follow program, for attaching to cgroups later (absent on kernels that cannot load it)
-      if (follow) obj.program(FOLLOW_PROGRAM).pin(`${scratch}/${FOLLOW_PROG_PIN}`);
+      // the other programs, for attaching to cgroups and interfaces later (absent on kernels that cannot load them)
+      pinPrograms(obj, loaded, scratch);
       crashPoint('create:maps-pinned');
       link = obj.program(PROGRAM_NAME).attachNetns(this.netns.fd, `netns ${this.netns.path}`);
       link.pin(`${scratch}/link`);

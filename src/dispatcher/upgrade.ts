@@ -18,8 +18,9 @@ import {crashPoint} from './faults.js';
 import {DESTS_PER_SERVICE, LAYOUT} from './layout.js';
 import type {LegacyService, OlderState} from './legacy.js';
 import {DEFAULT_NETNS, withNetns} from './namespace.js';
-import {DispatcherState, FOLLOW_PROGRAM, loadDispatcher, MAP_NAMES} from './state.js';
-import {finishUpgrade, FOLLOW_PROG_PIN, mapsOf, PROGRAM_NAME, removePins, Store, type StoreOptions} from './store.js';
+import {DispatcherState, FOLLOW_PROGRAM, loadDispatcher} from './state.js';
+import {BpfMap} from '../bpf/map.js';
+import {finishUpgrade, FOLLOW_LINK_RE, mapsOf, pinPrograms, PROGRAM_NAME, removePins, Store, type StoreOptions} from './store.js';
 import {SKL_VERSION} from '../version.js';
 
 export interface UpgradeOptions extends StoreOptions {
@@ -182,16 +183,37 @@ function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpg
   });
 }
 
+/**
+ * Maps a layout-2 dispatcher shares with this layout, definitions unchanged: reused as they are,
+ * so sockets (also those the follow program stored after restarts), service records, follow
+ * entries and counters carry over untouched.
+ */
+const REUSED_FROM_LAYOUT2 = ['target_socket', 'services', 'counters', 'follow'] as const;
+
 /** Build the new state beside the old, swap the program behind the link, then swap the directories. */
 function migrate(store: Store, old: OlderState, services: LegacyService[], link: Link): UpgradedService[] {
   const scratch = `${store.dir}-up-${process.pid}`;
   mkdirBpffs(store.bpffsRoot, 'skl', `${store.netns.ino}-up-${process.pid}`);
-  const {obj, follow} = loadDispatcher();
+  const reused: Record<string, BpfMap> = {};
+  if (old.layout === 2) for (const n of REUSED_FROM_LAYOUT2) reused[n] = BpfMap.openPinned(`${store.dir}/${n}`);
+  let loaded: ReturnType<typeof loadDispatcher>;
+  try {
+    loaded = loadDispatcher({reuseMaps: reused});
+  } finally {
+    for (const m of Object.values(reused)) m.close();
+  }
+  const {obj, follow} = loaded;
   const out: UpgradedService[] = [];
   try {
     const d = new DispatcherState('pinned', mapsOf(obj), 0);
     d.writeInfo(LAYOUT, SKL_VERSION);
     for (const s of services) {
+      if (old.layout === 2) {
+        // the same service record, sockets and counters: only its bindings move to the new tables
+        addBindings(d, s.slot, s.bindings);
+        out.push({name: s.meta.name, pid: s.meta.pid, alive: s.alive, bindings: s.bindings.length});
+        continue;
+      }
       // service id = its 0.1.0 slot (< 256 < 1024): nothing to renumber
       d.resetCounters(s.slot);
       // each socket again from its process (a dual-stack one may serve two destinations)
@@ -214,9 +236,18 @@ function migrate(store: Store, old: OlderState, services: LegacyService[], link:
       addBindings(d, s.slot, s.bindings);
       out.push({name: s.meta.name, pid: s.meta.pid, alive, bindings: s.bindings.length});
     }
-    for (const n of MAP_NAMES) obj.map(n).pin(`${scratch}/${n}`);
+    pinPrograms(obj, loaded.loaded, scratch);
     obj.program(PROGRAM_NAME).pin(`${scratch}/prog`);
-    if (follow) obj.program(FOLLOW_PROGRAM).pin(`${scratch}/${FOLLOW_PROG_PIN}`);
+    // the cgroups' follow links run the new follow program too, and move with the state
+    for (const entry of readdirSync(store.dir).filter((e) => FOLLOW_LINK_RE.test(e))) {
+      const l = Link.openPinned(`${store.dir}/${entry}`);
+      try {
+        if (follow) l.update(obj.program(FOLLOW_PROGRAM).fd, `${FOLLOW_PROGRAM} (layout ${LAYOUT})`);
+        l.pin(`${scratch}/${entry}`);
+      } finally {
+        l.close();
+      }
+    }
     crashPoint('upgrade:built');
     // the new program behind the same link, atomically
     link.update(obj.program(PROGRAM_NAME).fd, `${PROGRAM_NAME} (layout ${LAYOUT})`);

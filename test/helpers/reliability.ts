@@ -21,7 +21,28 @@ export type {LoadMark, LoadResult} from './load-client.js';
 export const LOAD_CLIENT_SCRIPT = fileURLToPath(new URL('./load-client.js', import.meta.url));
 
 /** The files a namespace's pinned dispatcher consists of. */
-export const PIN_FILES = ['add_ports', 'bindings', 'counters', 'follow', 'follow_prog', 'host_bindings', 'link', 'services', 'skl_info', 'target_socket'];
+export const PIN_FILES = [
+  'add_ports',
+  'binding_tables',
+  'counters',
+  'follow',
+  'follow_cgroups',
+  'follow_prog',
+  'follow_sock_prog',
+  'follow_udp_prog',
+  'link',
+  'reply_counters',
+  'reply_prog',
+  'services',
+  'skl_info',
+  'sock_cgroup',
+  'spare_next',
+  'spare_socket',
+  'target_socket',
+  'udp_flows',
+];
+/** Pins that are programs (their presence is in `files`). */
+const PROGRAM_PINS = new Set(['follow_prog', 'follow_sock_prog', 'follow_udp_prog', 'reply_prog']);
 
 /** Drop to nobody (uid/gid 65534, no supplementary groups) for the command that follows. */
 export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
@@ -270,7 +291,8 @@ export function pinnedState(ino: number): PinnedState {
     }
   }
   // maps only: the link, the follow program and its cgroup links show by their presence in `files`
-  for (const name of out.files.filter(f => f !== 'link' && f !== 'follow_prog' && !f.startsWith('follow-'))) {
+  // (sock_cgroup, socket storage, cannot be listed from userspace)
+  for (const name of out.files.filter(f => f !== 'link' && f !== 'sock_cgroup' && !PROGRAM_PINS.has(f) && !f.startsWith('follow-'))) {
     let m: BpfMap;
     try {
       m = BpfMap.openPinned(`${dir}/${name}`);
@@ -283,10 +305,22 @@ export function pinnedState(ino: number): PinnedState {
       if (v.some(b => b !== 0)) entries[k.toString('hex')] = v.toString('hex');
     };
     try {
-      if (name === 'bindings') {
-        // an LPM trie: no batch lookup
-        for (const k of m.keys()) put(k, m.lookup(k) ?? Buffer.alloc(0));
-      } else if (name === 'target_socket') {
+      if (name === 'binding_tables') {
+        // a map of maps: its entry is the bindings hash's id; record the hash's entries instead
+        const id = m.lookup(u32Key(0));
+        if (id) {
+          const inner = BpfMap.openById(id.readUInt32LE(0));
+          const bindings: Record<string, string> = {};
+          try {
+            inner.lookupAll((keys, values, count) => {
+              for (let i = 0; i < count; i++) bindings[keys.subarray(i * inner.keySize, (i + 1) * inner.keySize).toString('hex')] = values.subarray(i * inner.lookupSize, (i + 1) * inner.lookupSize).toString('hex');
+            }, 4096);
+          } finally {
+            inner.close();
+          }
+          out.maps.bindings = bindings;
+        }
+      } else if (name === 'target_socket' || name === 'spare_socket') {
         // a SOCKMAP: lookups return the socket's cookie; no batch lookup
         for (let i = 0; i < m.maxEntries; i++) {
           const v = m.lookup(u32Key(i));
