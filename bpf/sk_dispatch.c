@@ -37,12 +37,12 @@ struct {
 	__type(value, struct skl_port);
 } add_ports SEC(".maps");
 
-/* Bindings of a local prefix: a hash created by skl when the first one is added (creating a
- * million-entry hash costs ≈10 ms, which a dispatcher without prefix bindings need not pay), put
- * at index 0 of binding_tables. */
+/* Bindings of a local prefix: a hash of SKL_MAX_BINDINGS entries created by skl when the first
+ * one is added (creating a million-entry hash costs ≈10 ms, which a dispatcher without prefix
+ * bindings need not pay), put at index 0 of binding_tables. */
 struct binding_hash {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SKL_MAX_BINDINGS);
+	__uint(max_entries, 1); /* the template only (Linux ≥5.10 compares no inner max_entries) */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(key_size, sizeof(struct skl_binding_key));
 	__uint(value_size, sizeof(struct skl_binding));
@@ -147,80 +147,213 @@ struct addr {
 	__u32 w[4];
 };
 
-/* Zero the bits of an address past `len`. */
+/* prefix_masks[len]: the first `len` bits of an address set, as 4 words in network order
+ * (little-endian hosts: see DESIGN.md). A table rather than shifts: the verifier walks one
+ * bounded lookup instead of every branch of a per-word computation (which took it a second). */
+static const struct addr prefix_masks[129] = {
+	{{0x00000000, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00000080, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000000c0, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000000e0, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000000f0, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000000f8, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000000fc, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000000fe, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000000ff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x000080ff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0000c0ff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0000e0ff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0000f0ff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0000f8ff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0000fcff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0000feff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0000ffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x0080ffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00c0ffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00e0ffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00f0ffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00f8ffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00fcffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00feffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x00ffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0x80ffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xc0ffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xe0ffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xf0ffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xf8ffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xfcffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xfeffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00000000, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00000080, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000000c0, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000000e0, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000000f0, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000000f8, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000000fc, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000000fe, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000000ff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x000080ff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0000c0ff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0000e0ff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0000f0ff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0000f8ff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0000fcff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0000feff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0000ffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x0080ffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00c0ffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00e0ffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00f0ffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00f8ffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00fcffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00feffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x00ffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0x80ffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xc0ffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xe0ffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xf0ffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xf8ffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xfcffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xfeffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00000000, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00000080, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000000c0, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000000e0, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000000f0, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000000f8, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000000fc, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000000fe, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000000ff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x000080ff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0000c0ff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0000e0ff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0000f0ff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0000f8ff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0000fcff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0000feff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0000ffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x0080ffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00c0ffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00e0ffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00f0ffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00f8ffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00fcffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00feffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x00ffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0x80ffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xc0ffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xe0ffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xf0ffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xf8ffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xfcffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xfeffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00000000}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00000080}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000000c0}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000000e0}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000000f0}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000000f8}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000000fc}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000000fe}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000000ff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x000080ff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0000c0ff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0000e0ff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0000f0ff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0000f8ff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0000fcff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0000feff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0000ffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x0080ffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00c0ffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00e0ffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00f0ffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00f8ffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00fcffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00feffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x00ffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0x80ffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0xc0ffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0xe0ffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0xf0ffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0xf8ffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0xfcffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0xfeffffff}},
+	{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}},
+};
+
+/* Zero the bits of an address past `len` (≤ 128). */
 static __always_inline void mask_addr(struct skl_binding_key *key, const struct addr *a, __u32 len)
 {
-	__u32 w, bits, m;
+	const struct addr *m;
+	__u32 w[4];
 
-#pragma unroll
-	for (w = 0; w < 4; w++) {
-		bits = len > w * 32 ? len - w * 32 : 0;
-		if (bits >= 32)
-			m = 0xffffffff;
-		else if (bits == 0)
-			m = 0;
-		else
-			m = bpf_htonl(0xffffffff << (32 - bits));
-		m &= a->w[w];
-		__builtin_memcpy(&key->addr[w * 4], &m, 4);
-	}
-}
-
-/* The longest binding of `lens` (longest first) in the hash for `port`, longer than `longer`. */
-static __always_inline struct skl_binding *match_lens(void *table, struct skl_binding_key *key, const struct addr *a,
-						      const __u8 *lens, __u16 port, __u32 longer)
-{
-	struct skl_binding *b;
-	__u32 i, len;
-
-	for (i = 0; i < SKL_MAX_LENS; i++) {
-		len = lens[i];
-		if (len <= longer)
-			return 0; /* the end of the list (0), or no longer length left */
-		key->prefixlen = 32 + len;
-		key->port = port;
-		mask_addr(key, a, len);
-		b = bpf_map_lookup_elem(table, key);
-		if (b)
-			return b;
-	}
-	return 0;
+	if (len > 128)
+		len = 128;
+	m = &prefix_masks[len];
+	w[0] = a->w[0] & m->w[0];
+	w[1] = a->w[1] & m->w[1];
+	w[2] = a->w[2] & m->w[2];
+	w[3] = a->w[3] & m->w[3];
+	__builtin_memcpy(key->addr, w, 16);
 }
 
 /*
  * The service (+ 1; 0 = none) that (protocol, family, local address, port) is bound to: the
- * dispatcher's precedence, shared by every program that needs to know where a packet goes.
+ * dispatcher's precedence, shared by every program that needs to know where a packet goes. `pv`
+ * is the port's entry, `av` the "all ports" one (port 0).
  */
 static __always_inline __u32 resolve(__u8 proto, __u8 family, const struct addr *a, __u16 port, struct skl_port *pv,
 				     struct skl_port *av)
 {
 	struct skl_binding_key key = {};
-	struct skl_binding *b, *ab;
-	const __u8 *plens, *alens;
-	__u32 shift, zero = 0, svc;
+	struct skl_binding *b;
+	const __u8 *lens;
+	__u32 shift, zero = 0, svc, i, own, all;
 	void *table;
 
 	if (family == 4) {
 		shift = 0;
-		plens = pv->lens4;
-		alens = av->lens4;
+		lens = pv->lens4;
+		own = pv->own4;
+		all = pv->all4;
 	} else {
 		shift = SKL_PORT_V6_SHIFT;
-		plens = pv->lens6;
-		alens = av->lens6;
+		lens = pv->lens6;
+		own = pv->own6;
+		all = pv->all6;
 	}
-	if (plens[0] | alens[0]) {
+	if (lens[0]) {
 		table = bpf_map_lookup_elem(&binding_tables, &zero);
 		if (table) {
 			key.proto = proto;
 			key.family = family;
-			/* the explicit port's longest prefix, then "all ports" only if longer */
-			b = match_lens(table, &key, a, plens, port, 0);
-			ab = match_lens(table, &key, a, alens, 0, b ? b->prefixlen : 0);
-			if (ab)
-				return ab->service + 1;
-			if (b)
-				return b->service + 1;
+			/* longest first; on a tie the port's own binding before "all ports" */
+			for (i = 0; i < SKL_MAX_LENS; i++) {
+				__u32 len = lens[i];
+
+				if (!len)
+					break;
+				__u32 o = own >> i, l = all >> i;
+
+				/* copies the verifier learns bits of, not `own`/`all` themselves: what it
+				 * learns would make every way through the loop a state of its own */
+				asm volatile("" : "+r"(o), "+r"(l));
+				key.prefixlen = 32 + len;
+				mask_addr(&key, a, len);
+				if (o & 1) {
+					key.port = port;
+					b = bpf_map_lookup_elem(table, &key);
+					if (b)
+						return b->service + 1;
+				}
+				if (l & 1) {
+					key.port = 0;
+					b = bpf_map_lookup_elem(table, &key);
+					if (b)
+						return b->service + 1;
+				}
+			}
 		}
 	}
 	/* any-address bindings (prefix length 0): explicit port, then all ports */
@@ -259,6 +392,44 @@ static __always_inline void flow_key(struct skl_flow_key *k, __u8 family, const 
 	__builtin_memcpy(k->local, local, 16);
 }
 
+/* The lookup's local address (volatile: each field read at its own constant offset; the verifier
+ * refuses a context pointer the compiler would otherwise pick between the two families). */
+static __always_inline void lookup_addrs(struct bpf_sk_lookup *ctx, struct addr *local, struct addr *remote)
+{
+	if (ctx->family == AF_INET) {
+		local->w[0] = *(volatile __u32 *)&ctx->local_ip4;
+		remote->w[0] = *(volatile __u32 *)&ctx->remote_ip4;
+	} else {
+		local->w[0] = *(volatile __u32 *)&ctx->local_ip6[0];
+		local->w[1] = *(volatile __u32 *)&ctx->local_ip6[1];
+		local->w[2] = *(volatile __u32 *)&ctx->local_ip6[2];
+		local->w[3] = *(volatile __u32 *)&ctx->local_ip6[3];
+		remote->w[0] = *(volatile __u32 *)&ctx->remote_ip6[0];
+		remote->w[1] = *(volatile __u32 *)&ctx->remote_ip6[1];
+		remote->w[2] = *(volatile __u32 *)&ctx->remote_ip6[2];
+		remote->w[3] = *(volatile __u32 *)&ctx->remote_ip6[3];
+	}
+}
+
+/* resolve() for a lookup. A global function: the verifier checks it once, on its own, instead of
+ * walking every way through its loops again for every way through the program after it. */
+__noinline int lookup_service(struct bpf_sk_lookup *ctx)
+{
+	struct addr local = {}, remote = {};
+	struct skl_port *pv, *av;
+	__u32 idx, all;
+	__u8 proto = ctx->protocol == IPPROTO_UDP ? SKL_PROTO_UDP : SKL_PROTO_TCP;
+
+	idx = ((__u32)proto << 16) | (ctx->local_port & 0xffff);
+	all = (__u32)proto << 16;
+	pv = bpf_map_lookup_elem(&add_ports, &idx);
+	av = bpf_map_lookup_elem(&add_ports, &all);
+	if (!pv || !av)
+		return 0;
+	lookup_addrs(ctx, &local, &remote);
+	return resolve(proto, ctx->family == AF_INET ? 4 : 6, &local, ctx->local_port, pv, av);
+}
+
 SEC("sk_lookup")
 int sk_dispatch(struct bpf_sk_lookup *ctx)
 {
@@ -286,26 +457,11 @@ int sk_dispatch(struct bpf_sk_lookup *ctx)
 	av = bpf_map_lookup_elem(&add_ports, &all);
 	if (!av)
 		return SK_PASS;
-	if (!(pv->services | pv->lens4[0] | pv->lens6[0] | av->services | av->lens4[0] | av->lens6[0]))
+	if (!(pv->services | pv->lens4[0] | pv->lens6[0] | av->services))
 		return SK_PASS;
 
-	/* volatile: each field read at its own constant offset (the verifier refuses a context
-	 * pointer the compiler would otherwise pick between the two families) */
-	if (ctx->family == AF_INET) {
-		family = 4;
-		local.w[0] = *(volatile __u32 *)&ctx->local_ip4;
-		remote.w[0] = *(volatile __u32 *)&ctx->remote_ip4;
-	} else {
-		family = 6;
-		local.w[0] = *(volatile __u32 *)&ctx->local_ip6[0];
-		local.w[1] = *(volatile __u32 *)&ctx->local_ip6[1];
-		local.w[2] = *(volatile __u32 *)&ctx->local_ip6[2];
-		local.w[3] = *(volatile __u32 *)&ctx->local_ip6[3];
-		remote.w[0] = *(volatile __u32 *)&ctx->remote_ip6[0];
-		remote.w[1] = *(volatile __u32 *)&ctx->remote_ip6[1];
-		remote.w[2] = *(volatile __u32 *)&ctx->remote_ip6[2];
-		remote.w[3] = *(volatile __u32 *)&ctx->remote_ip6[3];
-	}
+	family = ctx->family == AF_INET ? 4 : 6;
+	lookup_addrs(ctx, &local, &remote);
 
 	/* a datagram straight to a service's own port: its replies are not to be rewritten */
 	if (pv->services & SKL_PORT_F_REPLY) {
@@ -313,7 +469,7 @@ int sk_dispatch(struct bpf_sk_lookup *ctx)
 		bpf_map_delete_elem(&udp_flows, &fk);
 	}
 
-	svc = resolve(proto, family, &local, ctx->local_port, pv, av);
+	svc = lookup_service(ctx);
 	if (!svc)
 		return SK_PASS;
 	svc -= 1;
@@ -523,6 +679,24 @@ int sk_follow_sock(struct bpf_sock *sk)
 	return 1;
 }
 
+/* resolve() for a UDP datagram's destination (a global function, as lookup_service). */
+__noinline int packet_service(struct __sk_buff *skb)
+{
+	struct udp_packet p = {};
+	struct skl_port *pv, *av;
+	__u32 idx, all;
+
+	if (!skb || !parse_udp(skb, &p))
+		return 0;
+	idx = ((__u32)SKL_PROTO_UDP << 16) | bpf_ntohs(p.dport);
+	all = (__u32)SKL_PROTO_UDP << 16;
+	pv = bpf_map_lookup_elem(&add_ports, &idx);
+	av = bpf_map_lookup_elem(&add_ports, &all);
+	if (!pv || !av)
+		return 0;
+	return resolve(SKL_PROTO_UDP, p.family, &p.dst, bpf_ntohs(p.dport), pv, av);
+}
+
 /* tc ingress: a datagram for a followed UDP service whose socket is gone (it restarted). No cgroup
  * hook can store a UDP socket; this finds the service's new socket by its listener (in this
  * namespace only: the lookup never leaves it) and stores it before the dispatcher steers the
@@ -548,9 +722,9 @@ int sk_follow_udp(struct __sk_buff *skb)
 	av = bpf_map_lookup_elem(&add_ports, &all);
 	if (!pv || !av)
 		return TC_NEXT;
-	if (!(pv->services | pv->lens4[0] | pv->lens6[0] | av->services | av->lens4[0] | av->lens6[0]))
+	if (!(pv->services | pv->lens4[0] | pv->lens6[0] | av->services))
 		return TC_NEXT;
-	svc = resolve(SKL_PROTO_UDP, p.family, &p.dst, bpf_ntohs(p.dport), pv, av);
+	svc = packet_service(skb);
 	if (!svc)
 		return TC_NEXT;
 	svc -= 1;

@@ -41,6 +41,7 @@ import {
   PORT_ENTRIES,
   PORT_F_REPLY,
   PORT_LENS_AT,
+  PORT_MASKS_AT,
   PORT_SIZE,
   FLOW_KEY_SIZE,
   FLOW_SIZE,
@@ -589,7 +590,7 @@ btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: counters, the bindi
   const h = struct(types, 'binding_hash');
   const num = (id: number): number => types.get(types.get(id)!.type_id!)!.nr_elems!;
   const m = Object.fromEntries((h.members ?? []).map(x => [x.name, x.type_id]));
-  t.deepEqual([num(m.type), num(m.max_entries), num(m.map_flags), num(m.key_size), num(m.value_size)], [1 /* HASH */, MAX_BINDINGS, 1 /* NO_PREALLOC */, BINDING_KEY_SIZE, BINDING_SIZE]);
+  t.deepEqual([num(m.type), num(m.max_entries), num(m.map_flags), num(m.key_size), num(m.value_size)], [1 /* HASH */, 1, 1 /* NO_PREALLOC */, BINDING_KEY_SIZE, BINDING_SIZE], 'the template: state.ts creates the real hash with MAX_BINDINGS entries');
   const i = struct(types, 'skl_info');
   t.is(i.size, INFO_SIZE);
   t.deepEqual(offsets(i), {layout: 0, reserved: 4, version: 8});
@@ -613,7 +614,7 @@ btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: follow keys and val
 btfTest('layout.ts agrees with the BTF of bpf/sk_dispatch.o: skl_port, skl_flow_key, skl_flow', (t, types) => {
   const p = struct(types, 'skl_port');
   t.is(p.size, PORT_SIZE);
-  t.deepEqual(offsets(p), {services: 0, lens4: PORT_LENS_AT[4], lens6: PORT_LENS_AT[6]});
+  t.deepEqual(offsets(p), {services: 0, lens4: PORT_LENS_AT[4], lens6: PORT_LENS_AT[6], own4: PORT_MASKS_AT[4].own, all4: PORT_MASKS_AT[4].all, own6: PORT_MASKS_AT[6].own, all6: PORT_MASKS_AT[6].all});
   const k = struct(types, 'skl_flow_key');
   t.is(k.size, FLOW_KEY_SIZE);
   t.deepEqual(offsets(k), {family: 0, pad: 1, client_port: 2, service_port: 4, pad2: 6, client: 8, local: 24});

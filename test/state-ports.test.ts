@@ -1,11 +1,11 @@
 // DispatcherState's port table (src/dispatcher/state.ts): add_ports is a memory-mapped ARRAY
-// (BPF_F_MMAPABLE), written and read as plain memory; a map that cannot be mapped (one pinned by an
-// older skl) still goes through BPF_MAP_*_BATCH. Unit tests on fake maps for both paths, and a
+// (BPF_F_MMAPABLE) of struct skl_port (24 bytes, padded to 24), written and read as plain memory; a
+// map that cannot be mapped still works, one entry at a time. Unit tests on fake maps for both paths, and a
 // privileged one proving the mapping is the kernel map itself.
 import test from 'ava';
 import {BpfObject, u32Key, type BpfMap} from '../src/bpf/index.js';
 import {BpfError} from '../src/bpf/errors.js';
-import {portIndex, PORT_ENTRIES, withPortService} from '../src/dispatcher/layout.js';
+import {portIndex, PORT_ENTRIES, PORT_LENS_AT, PORT_SIZE, withPortService} from '../src/dispatcher/layout.js';
 import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
 import {privileged} from './helpers/privileged.js';
 
@@ -13,56 +13,86 @@ const V = withPortService(0, 4, 2);
 
 function stateWith(addPorts: Partial<BpfMap>): DispatcherState {
   const maps = Object.fromEntries(MAP_NAMES.map((n) => [n, {} as BpfMap])) as Record<MapName, BpfMap>;
-  maps.add_ports = {maxEntries: PORT_ENTRIES, valueSize: 4, keySize: 4, elementStride: 8, ...addPorts} as BpfMap;
+  maps.add_ports = {maxEntries: PORT_ENTRIES, valueSize: PORT_SIZE, keySize: 4, elementStride: PORT_SIZE, ...addPorts} as BpfMap;
   return new DispatcherState('foreground', maps, 0);
 }
 
-test('memory-mapped add_ports: entries at index × 8, read back as the port table', (t) => {
-  const mem = Buffer.alloc(PORT_ENTRIES * 8);
+test('memory-mapped add_ports: entries at index × 24, read back as the port table', (t) => {
+  const mem = Buffer.alloc(PORT_ENTRIES * PORT_SIZE);
   const d = stateWith({mapped: () => mem});
   d.writePorts([
     [portIndex('tcp', 80), V],
     [portIndex('udp', 53), V],
     [portIndex('tcp', 65535), 0xffffffff],
   ]);
-  t.is(mem.readUInt32LE(80 * 8), V);
-  t.is(mem.readUInt32LE(((1 << 16) | 53) * 8), V);
-  t.is(mem.readUInt32LE(65535 * 8), 0xffffffff);
-  t.is(mem.readUInt32LE(80 * 8 + 4), 0, 'the padding of each element is left alone');
+  t.is(mem.readUInt32LE(80 * PORT_SIZE), V);
+  t.is(mem.readUInt32LE(((1 << 16) | 53) * PORT_SIZE), V);
+  t.is(mem.readUInt32LE(65535 * PORT_SIZE), 0xffffffff);
+  t.is(mem.readUInt32LE(80 * PORT_SIZE + 4), 0, 'the prefix lengths of each element are left alone');
   t.deepEqual(d.portTable(), new Map([[80, V], [65535, 0xffffffff], [(1 << 16) | 53, V]]));
   d.writePorts([[portIndex('tcp', 80), 0]]);
   t.false(d.portTable().has(80));
+  // a port with prefix lengths only is in the table too (with no any-address service)
+  d.writePortLens(portIndex('tcp', 81), 4, [{len: 24, own: true, all: false}]);
+  t.is(mem[81 * PORT_SIZE + PORT_LENS_AT[4]], 24);
+  t.is(d.portTable().get(81), 0);
+  t.deepEqual(d.portLens(portIndex('tcp', 81), 4), [{len: 24, own: true, all: false}]);
 });
 
 test('memory-mapped add_ports: an index out of range is refused before anything is written', (t) => {
-  const mem = Buffer.alloc(PORT_ENTRIES * 8);
+  const mem = Buffer.alloc(PORT_ENTRIES * PORT_SIZE);
   const d = stateWith({mapped: () => mem});
   const err = t.throws(() => d.writePorts([[1, V], [PORT_ENTRIES, V]]));
   t.true(err instanceof BpfError);
-  t.is(mem.readUInt32LE(8), 0);
+  t.is(mem.readUInt32LE(PORT_SIZE), 0);
 });
 
-test('add_ports that cannot be mapped: one batch update with little-endian keys and values, batch lookup for the table', (t) => {
-  const calls: {keys: number[]; values: number[]; count: number}[] = [];
+test('add_ports that cannot be mapped: whole entries through map lookups and updates, little-endian', (t) => {
+  const store = new Map<number, Buffer>();
   const d = stateWith({
     mapped: () => undefined,
-    updateBatch: (keys: Buffer, values: Buffer, count: number) => {
-      calls.push({keys: [...Array(count).keys()].map((i) => keys.readUInt32LE(i * 4)), values: [...Array(count).keys()].map((i) => values.readUInt32LE(i * 4)), count});
-    },
+    lookup: (k: Buffer) => store.get(k.readUInt32LE(0)),
+    update: (k: Buffer, v: Buffer) => void store.set(k.readUInt32LE(0), Buffer.from(v)),
     lookupAll: (each: (k: Buffer, v: Buffer, n: number) => void) => {
-      const k = Buffer.alloc(12);
-      const v = Buffer.alloc(12);
-      [7, 8, 9].forEach((x, i) => k.writeUInt32LE(x, i * 4));
-      [V, 0, V].forEach((x, i) => v.writeUInt32LE(x, i * 4));
-      each(k, v, 3);
+      const keys = [...store.keys()];
+      const k = Buffer.alloc(keys.length * 4);
+      const v = Buffer.alloc(keys.length * PORT_SIZE);
+      keys.forEach((x, i) => {
+        k.writeUInt32LE(x, i * 4);
+        store.get(x)!.copy(v, i * PORT_SIZE);
+      });
+      each(k, v, keys.length);
     },
   });
   d.writePorts([
     [portIndex('tcp', 443), V],
     [portIndex('udp', 443), -1],
   ]);
-  t.deepEqual(calls, [{keys: [443, (1 << 16) | 443], values: [V, 0xffffffff], count: 2}]);
-  t.deepEqual(d.portTable(), new Map([[7, V], [9, V]]));
+  t.is(store.get(443)!.readUInt32LE(0), V);
+  t.is(store.get((1 << 16) | 443)!.readUInt32LE(0), 0xffffffff);
+  t.is(store.get(443)!.length, PORT_SIZE);
+  d.writePortLens(portIndex('tcp', 443), 6, [{len: 64, own: false, all: true}]);
+  t.deepEqual(d.portLens(portIndex('tcp', 443), 6), [{len: 64, own: false, all: true}]);
+  t.is(store.get(443)!.readUInt32LE(0), V, 'the services word is kept');
+  t.deepEqual(d.portTable(), new Map([[443, V], [(1 << 16) | 443, 0xffffffff]]));
+});
+
+test('prefix length lists: kept longest first while lengths come, go and change kind', (t) => {
+  const mem = Buffer.alloc(PORT_ENTRIES * PORT_SIZE);
+  const d = stateWith({mapped: () => mem});
+  const i = portIndex('tcp', 9000);
+  d.writePortLens(i, 4, [{len: 24, own: true, all: false}]);
+  d.writePortLens(i, 4, [{len: 24, own: true, all: false}, {len: 32, own: true, all: false}, {len: 16, own: false, all: true}]);
+  t.deepEqual(d.portLens(i, 4).map((e) => e.len), [32, 24, 16]);
+  d.writePortLens(i, 4, [{len: 32, own: true, all: true}, {len: 16, own: false, all: true}]);
+  t.deepEqual(d.portLens(i, 4), [{len: 32, own: true, all: true}, {len: 16, own: false, all: true}]);
+  d.writePortLens(i, 4, []);
+  t.deepEqual(d.portLens(i, 4), []);
+  t.is(mem.subarray(i * PORT_SIZE, (i + 1) * PORT_SIZE).every((b) => b === 0), true, 'nothing left behind');
+  const eight = [128, 120, 112, 64, 56, 48, 32, 8].map((len) => ({len, own: true, all: false}));
+  d.writePortLens(i, 6, eight);
+  t.deepEqual(d.portLens(i, 6).map((e) => e.len), [128, 120, 112, 64, 56, 48, 32, 8]);
+  t.throws(() => d.writePortLens(i, 6, [...eight, {len: 1, own: true, all: false}]));
 });
 
 privileged('the mapping is the kernel map: written as memory, seen by a map lookup (and back)', (t) => {
@@ -77,11 +107,15 @@ privileged('the mapping is the kernel map: written as memory, seen by a map look
     t.is(maps.add_ports.lookup(u32Key(portIndex('tcp', 1)))!.readUInt32LE(0), V);
     t.is(maps.add_ports.lookup(u32Key(portIndex('tcp', 65535)))!.readUInt32LE(0), V);
     t.is(maps.add_ports.lookup(u32Key(portIndex('udp', 1)))!.readUInt32LE(0), 0);
-    maps.add_ports.update(u32Key(portIndex('udp', 9)), Buffer.from([1, 0, 0, 0]));
+    const entry = Buffer.alloc(PORT_SIZE);
+    entry.writeUInt32LE(1, 0);
+    entry[PORT_LENS_AT[6]] = 48;
+    maps.add_ports.update(u32Key(portIndex('udp', 9)), entry);
     const table = d.portTable();
     t.is(table.size, 65536);
     t.is(table.get(portIndex('udp', 9)), 1);
     t.is(d.portValue(portIndex('udp', 9)), 1);
+    t.deepEqual(d.portLens(portIndex('udp', 9), 6), [{len: 48, own: false, all: false}]);
   } finally {
     obj.close();
   }

@@ -26,7 +26,11 @@
 
 /* add_ports value: `services` holds the services of the any-address bindings of (protocol, port),
  * per family, as service + 1 (0 = none), and flags; `lens4`/`lens6` the prefix lengths of the
- * bindings of a local prefix on this port (1..32 / 1..128, longest first, 0 = end of list).
+ * bindings of a local prefix that can match on this port (1..32 / 1..128, longest first, 0 = end
+ * of list): the port's own and the "all ports" ones (those of port 0, copied into every port), at
+ * most SKL_MAX_LENS in all; bit i of `own4`/`own6` says lens[i] has bindings of this very port,
+ * bit i of `all4`/`all6` that it has "all ports" bindings. One pass over the list, longest first,
+ * the port's own before "all ports" on a tie, is the precedence.
  * All zero = nothing bound on this port: the common miss costs one array lookup. */
 #define SKL_PORT_SVC_BITS 12
 #define SKL_PORT_SVC_MASK 0xfff
@@ -36,6 +40,10 @@ struct skl_port {
 	__u32 services;
 	__u8 lens4[SKL_MAX_LENS];
 	__u8 lens6[SKL_MAX_LENS];
+	__u8 own4;
+	__u8 all4;
+	__u8 own6;
+	__u8 all6;
 };
 
 /* A binding of a local prefix: (protocol, family, port, address prefix) -> service.

@@ -21,6 +21,7 @@ import {
   MAX_BINDINGS,
   MAX_LENS,
   portIndex,
+  type PortLen,
   portService,
   prefixContains,
   prefixText,
@@ -107,38 +108,66 @@ export function ownerOf(d: DispatcherState, b: BindingSpec): number | undefined 
   return d.tableOwner(encodeBindingKey(b));
 }
 
-/** (protocol, port, family) of a binding, as one key. */
-const lensKey = (b: BindingSpec): string => `${portIndex(b.proto, b.port)}|${b.prefix.family}`;
-const fromLensKey = (k: string): {index: number; family: 4 | 6} => {
-  const [index, family] = k.split('|').map(Number);
-  return {index, family: family === 6 ? 6 : 4};
+/**
+ * Relist the prefix lengths of (protocol, family) ports, given the lengths each changed port's own
+ * bindings now use (`own`, by port; port 0 = "all ports"). A port lists its own lengths and those
+ * of "all ports" (copied into every port: one pass over one list is the whole precedence), at most
+ * MAX_LENS: refused, changing nothing, when a port would list more. `check` only checks.
+ */
+function relist(d: DispatcherState, proto: Proto, family: Family, own: ReadonlyMap<number, ReadonlySet<number>>, check: boolean): void {
+  const ownOf = (port: number): Set<number> => new Set(own.get(port) ?? d.portLens(portIndex(proto, port), family).filter((e) => e.own).map((e) => e.len));
+  const all = ownOf(0);
+  // every port when "all ports" changed, else the changed ones
+  const ports = own.has(0) ? Array.from({length: 65535}, (_, i) => i + 1) : [...own.keys()];
+  const lists = new Map<number, PortLen[]>();
+  for (const port of ports) {
+    const mine = ownOf(port);
+    const lens = new Set([...mine, ...all]);
+    if (lens.size > MAX_LENS) {
+      throw new SklError(
+        `too many prefix lengths: ${proto.toUpperCase()} port ${port} would have IPv${family} bindings of ${lens.size} different prefix lengths (${[...lens].sort((a, b) => b - a).map((x) => `/${x}`).join(' ')}), its own and "all ports"; skl allows ${MAX_LENS} per port and family; nothing was changed`,
+      );
+    }
+    if (!check) lists.set(port, [...lens].map((len) => ({len, own: mine.has(len), all: all.has(len)})));
+  }
+  if (check) return;
+  if (own.has(0)) d.writePortLens(portIndex(proto, 0), family, [...all].map((len) => ({len, own: true, all: false})));
+  for (const [port, list] of lists) {
+    const current = d.portLens(portIndex(proto, port), family);
+    if (current.length === list.length && current.every((c) => list.some((e) => e.len === c.len && e.own === c.own && e.all === c.all))) continue;
+    d.writePortLens(portIndex(proto, port), family, list);
+  }
+}
+
+/** Per (protocol, family): port → the prefix lengths its own bindings will use, for the ports `list` touches. */
+function ownLengths(d: DispatcherState, list: readonly BindingSpec[], add: boolean): Map<string, Map<number, Set<number>>> {
+  const out = new Map<string, Map<number, Set<number>>>();
+  for (const b of list) {
+    if (isAny(b)) continue;
+    const k = `${b.proto}|${b.prefix.family}`;
+    let m = out.get(k);
+    if (!m) out.set(k, (m = new Map()));
+    let l = m.get(b.port);
+    if (!l) m.set(b.port, (l = add ? new Set(d.portLens(portIndex(b.proto, b.port), b.prefix.family).filter((e) => e.own).map((e) => e.len)) : new Set()));
+    if (add) l.add(b.prefix.len);
+  }
+  return out;
+}
+
+const groupKey = (k: string): {proto: Proto; family: Family} => {
+  const [proto, family] = k.split('|');
+  return {proto: proto === 'udp' ? 'udp' : 'tcp', family: family === '6' ? 6 : 4};
 };
 
 /**
  * Add bindings of a service: all or nothing (when the hash is full, what was added is removed
- * again). Prefix entries go in before their length is listed for their port, any-address ones in
+ * again). Prefix entries go in before their length is listed for their ports, any-address ones in
  * one store each. The caller has checked that no other service holds any of them.
  */
 export function addBindings(d: DispatcherState, service: number, list: readonly BindingSpec[]): void {
-  // the prefix lengths each (protocol, port, family) will list: refused before anything is written
-  const lens = new Map<string, Set<number>>();
-  for (const b of list) {
-    if (isAny(b)) continue;
-    const k = lensKey(b);
-    let l = lens.get(k);
-    if (!l) {
-      const {index, family} = fromLensKey(k);
-      lens.set(k, (l = new Set(d.portLens(index, family))));
-    }
-    l.add(b.prefix.len);
-  }
-  for (const [k, l] of lens) {
-    if (l.size <= MAX_LENS) continue;
-    const {index, family} = fromLensKey(k);
-    throw new SklError(
-      `too many prefix lengths: ${indexProto(index).toUpperCase()} port ${portText(index & 0xffff)} would have IPv${family} bindings of ${l.size} different prefix lengths (${[...l].sort((a, b) => b - a).map((x) => `/${x}`).join(' ')}); skl allows ${MAX_LENS} per port and family; nothing was changed`,
-    );
-  }
+  // the prefix lengths each port will list: refused before anything is written
+  const lengths = ownLengths(d, list, true);
+  for (const [k, own] of lengths) relist(d, groupKey(k).proto, groupKey(k).family, own, true);
   const mine = list.filter((b) => !isAny(b));
   const inserted: Buffer[] = [];
   try {
@@ -161,10 +190,7 @@ export function addBindings(d: DispatcherState, service: number, list: readonly 
     }
     throw error;
   }
-  for (const [k, l] of lens) {
-    const {index, family} = fromLensKey(k);
-    d.writePortLens(index, family, [...l]);
-  }
+  for (const [k, own] of lengths) relist(d, groupKey(k).proto, groupKey(k).family, own, false);
   const writes = new Map<number, number>();
   const current = (i: number): number => writes.get(i) ?? d.portValue(i);
   for (const b of list) {
@@ -181,7 +207,7 @@ const BATCH = 16384;
 export function removeBindings(d: DispatcherState, service: number, list: readonly BindingSpec[]): void {
   const writes = new Map<number, number>();
   const current = (i: number): number => writes.get(i) ?? d.portValue(i);
-  const touched = new Set<string>();
+  const removed: BindingSpec[] = [];
   for (const b of list) {
     const index = portIndex(b.proto, b.port);
     if (isAny(b)) {
@@ -192,22 +218,17 @@ export function removeBindings(d: DispatcherState, service: number, list: readon
     const key = encodeBindingKey(b);
     if (d.tableOwner(key) === service) {
       d.tableDelete(key);
-      touched.add(lensKey(b));
+      removed.push(b);
     }
   }
-  if (touched.size) {
-    // which prefix lengths the touched (protocol, port, family) still have
-    const still = new Map<string, Set<number>>();
+  if (removed.length) {
+    // which prefix lengths the touched ports' own bindings still use
+    const lengths = ownLengths(d, removed, false);
     for (const e of d.tableEntries()) {
-      const k = lensKey(e);
-      if (!touched.has(k)) continue;
-      if (!still.has(k)) still.set(k, new Set());
-      still.get(k)!.add(e.prefix.len);
+      const l = lengths.get(`${e.proto}|${e.prefix.family}`)?.get(e.port);
+      l?.add(e.prefix.len);
     }
-    for (const k of touched) {
-      const {index, family} = fromLensKey(k);
-      d.writePortLens(index, family, [...(still.get(k) ?? [])]);
-    }
+    for (const [k, own] of lengths) relist(d, groupKey(k).proto, groupKey(k).family, own, false);
   }
   d.writePorts(writes);
 }

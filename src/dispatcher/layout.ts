@@ -12,9 +12,17 @@ export const MAX_BINDINGS = 1_000_000;
 /** distinct prefix lengths per (protocol, port, family) */
 export const MAX_LENS = 8;
 export const PORT_ENTRIES = 2 * 65536;
-/** struct skl_port: services word, then lens4[8], lens6[8] */
-export const PORT_SIZE = 4 + 2 * MAX_LENS;
+/** struct skl_port: services word, lens4[8], lens6[8], then the own/all bitmasks of each list */
+export const PORT_SIZE = 4 + 2 * MAX_LENS + 4;
 export const PORT_LENS_AT = {4: 4, 6: 4 + MAX_LENS} as const;
+export const PORT_MASKS_AT = {4: {own: 4 + 2 * MAX_LENS, all: 5 + 2 * MAX_LENS}, 6: {own: 6 + 2 * MAX_LENS, all: 7 + 2 * MAX_LENS}} as const;
+
+/** One prefix length a port's list names: whether the port has bindings of it (own) and "all ports" has (all). */
+export interface PortLen {
+  len: number;
+  own: boolean;
+  all: boolean;
+}
 export const PORT_SVC_MASK = 0xfff;
 export const PORT_V6_SHIFT = 12;
 /** add_ports services word: a UDP service's own port whose replies skl rewrites */

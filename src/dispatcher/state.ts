@@ -16,7 +16,9 @@ import {
   MAX_BINDINGS,
   MAX_LENS,
   PORT_LENS_AT,
+  PORT_MASKS_AT,
   PORT_SIZE,
+  type PortLen,
   REPLY_COUNTER_FIELDS,
   decodeBinding,
   decodeBindingKey,
@@ -127,6 +129,15 @@ export interface ServiceRecord extends ServiceMeta {
 
 export interface TrieEntry extends BindingKey {
   service: number;
+}
+
+/** A port entry's list of prefix lengths for a family (see struct skl_port). */
+function readLens(v: Uint8Array, family: 4 | 6): PortLen[] {
+  const at = PORT_LENS_AT[family];
+  const {own, all} = PORT_MASKS_AT[family];
+  const out: PortLen[] = [];
+  for (let i = 0; i < MAX_LENS && v[at + i] !== 0; i++) out.push({len: v[at + i], own: (v[own] & (1 << i)) !== 0, all: (v[all] & (1 << i)) !== 0});
+  return out;
 }
 
 export class DispatcherState {
@@ -272,16 +283,13 @@ export class DispatcherState {
     return this.maps.add_ports.lookup(u32Key(index))?.readUInt32LE(0) ?? 0;
   }
 
-  /** The prefix lengths in use for (protocol, port) and a family, longest first. */
-  portLens(index: number, family: 4 | 6): number[] {
+  /** add_ports[index] as bytes: a view of the mapped memory (writes are live), else a copy (written back by `flush`). */
+  private portBytes(index: number): {v: Uint8Array; flush: () => void} {
     const m = this.portMemory();
-    const bytes = m ? m.mem.subarray(index * m.stride + PORT_LENS_AT[family], index * m.stride + PORT_LENS_AT[family] + MAX_LENS) : this.maps.add_ports.lookup(u32Key(index))?.subarray(PORT_LENS_AT[family], PORT_LENS_AT[family] + MAX_LENS);
-    const out: number[] = [];
-    for (const l of bytes ?? []) {
-      if (l === 0) break;
-      out.push(l);
-    }
-    return out;
+    if (m) return {v: m.mem.subarray(index * m.stride, index * m.stride + PORT_SIZE), flush: () => {}};
+    const v = Buffer.alloc(PORT_SIZE);
+    this.maps.add_ports.lookup(u32Key(index))?.copy(v, 0, 0, PORT_SIZE);
+    return {v, flush: () => this.maps.add_ports.update(u32Key(index), v)};
   }
 
   /** Set the services word of add_ports[index] for many indices (each store is seen by the program at once). */
@@ -303,24 +311,55 @@ export class DispatcherState {
     }
   }
 
+  /** The prefix lengths add_ports[index] lists for a family (longest first). */
+  portLens(index: number, family: 4 | 6): PortLen[] {
+    return readLens(this.portBytes(index).v, family);
+  }
+
   /**
-   * Set the prefix lengths of (protocol, port) and a family (longest first, at most MAX_LENS).
-   * The list is written shortest-first from its end, so that while it changes the program sees
-   * either the old or the new list, or a mix that only costs it an extra lookup.
+   * Make add_ports[index]'s list for a family `target` (at most MAX_LENS lengths), one step at a
+   * time, so that the program, reading the list while it changes, always finds every length that
+   * stays, with its right kinds: a position is made inert (no kind) before it is rewritten, and a
+   * length moves by being copied first (a duplicate is harmless), never by being overwritten.
    */
-  writePortLens(index: number, family: 4 | 6, lens: readonly number[]): void {
-    if (lens.length > MAX_LENS) throw errorFor('map update', E2BIG, `add_ports (index ${index}: ${lens.length} prefix lengths)`);
-    const bytes = new Uint8Array(MAX_LENS);
-    [...lens].sort((a, b) => b - a).forEach((l, i) => (bytes[i] = l));
-    const m = this.portMemory();
-    if (m) {
-      const at = index * m.stride + PORT_LENS_AT[family];
-      for (let i = MAX_LENS - 1; i >= 0; i--) m.mem[at + i] = bytes[i];
-      return;
+  writePortLens(index: number, family: 4 | 6, target: readonly PortLen[]): void {
+    if (target.length > MAX_LENS) throw errorFor('map update', E2BIG, `add_ports (index ${index}: ${target.length} prefix lengths)`);
+    const {v, flush} = this.portBytes(index);
+    const at = PORT_LENS_AT[family];
+    const {own: O, all: A} = PORT_MASKS_AT[family];
+    const put = (p: number, e: PortLen | undefined): void => {
+      v[O] &= ~(1 << p);
+      v[A] &= ~(1 << p);
+      v[at + p] = e ? e.len : 0;
+      if (e?.own) v[O] |= 1 << p;
+      if (e?.all) v[A] |= 1 << p;
+    };
+    const want = new Map(target.map((e) => [e.len, e]));
+    let cur = readLens(v, family);
+    // lengths that go: the tail moves up over them
+    for (let k = cur.findIndex((e) => !want.has(e.len)); k >= 0; k = cur.findIndex((e) => !want.has(e.len))) {
+      for (let p = k; p < cur.length - 1; p++) put(p, cur[p + 1]);
+      put(cur.length - 1, undefined);
+      cur = readLens(v, family);
     }
-    const value = this.maps.add_ports.lookup(u32Key(index)) ?? Buffer.alloc(PORT_SIZE);
-    Buffer.from(bytes).copy(value, PORT_LENS_AT[family]);
-    this.maps.add_ports.update(u32Key(index), value.subarray(0, PORT_SIZE));
+    // lengths that stay: their kinds, the new one set before the old one is cleared
+    cur.forEach((e, p) => {
+      const w = want.get(e.len)!;
+      if (w.own) v[O] |= 1 << p;
+      if (w.all) v[A] |= 1 << p;
+      if (!w.own) v[O] &= ~(1 << p);
+      if (!w.all) v[A] &= ~(1 << p);
+    });
+    // lengths that come: the tail moves down to make room, longest first
+    for (const e of [...want.values()].sort((x, y) => y.len - x.len)) {
+      if (cur.some((c) => c.len === e.len)) continue;
+      const k = cur.findIndex((c) => c.len < e.len);
+      const pos = k < 0 ? cur.length : k;
+      for (let p = cur.length; p > pos; p--) put(p, cur[p - 1]);
+      put(pos, e);
+      cur = readLens(v, family);
+    }
+    flush();
   }
 
   // ---- bindings of a local prefix (a hash, created with the first one) ----
