@@ -1,11 +1,14 @@
-// Upgrading pinned state written by skl 0.1.0 (layout 0) with today's `skl upgrade`: skl 0.1.0 is
-// built from the repository's own history (a git worktree of the v0.1.0 tag), attaches, and the
-// upgrade must keep every connection, the link (same id, new program), every attachment and its
-// ports; interrupted at any step, the next skl finishes or rolls back. Also: writes refused on old
-// state, state of a "future" layout refused by every command, --dry-run, --all.
+// Upgrading pinned state written by earlier skl releases with today's `skl upgrade`: skl 0.1.0
+// (layout 0), 0.2.0 (layout 1) and 0.3.0 (layout 2) are built from the repository's own history
+// (scripts/old-skl.sh: the release's tag, or the commit it names), attach, and the upgrade must keep
+// every connection, the link (same id, new program), every service, binding and port (from 0.3.0:
+// its sockets, counters and followed services, reused as they are); interrupted at any step, the
+// next skl finishes or rolls back. Also: writes refused on old state, state of a "future" layout
+// refused by every command, --dry-run, --all.
 import test, {type ExecutionContext} from 'ava';
-import {execFileSync} from 'node:child_process';
-import {existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync} from 'node:fs';
+import {execFile} from 'node:child_process';
+import {promisify} from 'node:util';
+import {existsSync, mkdtempSync, readdirSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {fileURLToPath} from 'node:url';
 import {BpfMap} from '../src/bpf/map.js';
@@ -14,53 +17,41 @@ import {encodeInfo, LAYOUT} from '../src/dispatcher/layout.js';
 import {createNetns, type Netns} from './helpers/netns.js';
 import {SKL_PIN_ROOT, useSkl, type SklContext, type StatusJson} from './helpers/dispatcher.js';
 import {connectOnce} from './helpers/clients.js';
-import {startToyServer} from './helpers/servers.js';
+import {startToyServer, type ToyServer} from './helpers/servers.js';
 import {privileged} from './helpers/privileged.js';
-import {describeRun, pinEntriesOf, runSkl, startLoad, startQuietServer, stderrLines, type QuietServer} from './helpers/reliability.js';
+import {describeRun, pinEntriesOf, runSkl, startLoad, startQuietServer, stderrLines, type LoadResult, type QuietServer} from './helpers/reliability.js';
+import {makeCgroup, type TestCgroup} from './helpers/cgroups.js';
+import {bpfLinks, type LinkInfo} from './helpers/links.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HOST = '127.0.0.1';
+const BPF_LINK_TYPE_CGROUP = 3;
+const execFileAsync = promisify(execFile);
 
 /** Older releases, built once for this file from the repository's history: tag → bin/run.js. */
 const builds = new Map<string, string>();
-const worktrees: string[] = [];
+const buildDirs: string[] = [];
 
-/** A worktree of a release tag (or, in a clone without tags, the commit it names), compiled. */
-function buildRelease(tag: string, commit: string): string {
+/** A release (its tag, or in a clone without tags the commit it names: scripts/old-skl.sh), compiled. */
+async function buildRelease(tag: string): Promise<string> {
   const dir = mkdtempSync(`${tmpdir()}/skl-${tag}-`);
-  rmSync(dir, {recursive: true});
-  const git = (...args: string[]): string => execFileSync('git', ['-C', ROOT, ...args], {encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe']});
-  let ref = tag;
-  try {
-    git('rev-parse', '--verify', '--quiet', `${tag}^{commit}`);
-  } catch {
-    ref = commit;
-  }
-  git('worktree', 'add', '--detach', dir, ref);
-  worktrees.push(dir);
-  symlinkSync(`${ROOT}node_modules`, `${dir}/node_modules`);
-  execFileSync(process.execPath, [`${ROOT}node_modules/typescript/bin/tsc`, '-p', `${dir}/tsconfig.json`], {stdio: 'inherit'});
-  execFileSync(process.execPath, [`${dir}/dist/scripts/manifest.js`], {cwd: dir, stdio: 'ignore'});
-  return `${dir}/bin/run.js`;
+  buildDirs.push(dir);
+  const {stdout} = await execFileAsync('bash', [`${ROOT}scripts/old-skl.sh`, `${dir}/skl`, tag], {encoding: 'utf8'});
+  return stdout.trim();
 }
 
-test.before(() => {
-  builds.set('v0.1.0', buildRelease('v0.1.0', 'e4c6f6f'));
-  builds.set('v0.2.0', buildRelease('v0.2.0', 'fc56776'));
+test.before(async t => {
+  t.timeout(600_000);
+  const tags = ['v0.1.0', 'v0.2.0', 'v0.3.0'];
+  const bins = await Promise.all(tags.map(buildRelease));
+  tags.forEach((tag, i) => builds.set(tag, bins[i]));
   oldSkl = builds.get('v0.1.0');
 });
 
 let oldSkl: string | undefined;
 
 test.after.always(() => {
-  for (const dir of worktrees) {
-    try {
-      execFileSync('git', ['-C', ROOT, 'worktree', 'remove', '--force', dir], {stdio: 'ignore'});
-    } catch {
-      rmSync(dir, {recursive: true, force: true});
-      execFileSync('git', ['-C', ROOT, 'worktree', 'prune'], {stdio: 'ignore'});
-    }
-  }
+  for (const dir of buildDirs) rmSync(dir, {recursive: true, force: true});
 });
 
 /** Run skl 0.1.0 on the test namespace; throws unless it succeeds. */
@@ -314,3 +305,206 @@ privileged.serial('upgrade from skl 0.2.0 (layout 1): read before, refused write
   t.deepEqual((await sk.status()).attachments.map(a => [a.name, a.layout, a.alive]), [['dual', LAYOUT, true], ['web', LAYOUT, true]]);
   await sk.ok(['ports', 'add', 'web', '9000', '--address', '127.0.0.1/32']);
 });
+
+// ---- skl 0.3.0 (layout 2): its maps of sockets, services, counters and followed listeners are
+// reused as they are, so that sockets the follow program stored after restarts carry over ----
+
+/** Run skl 0.3.0 on the test namespace; throws unless it succeeds. */
+async function v030(ns: Netns, args: string[]): Promise<void> {
+  const r = await runSkl(args, {netns: ns.path, bin: builds.get('v0.3.0')});
+  if (r.code !== 0) throw new Error(`skl 0.3.0 ${args.join(' ')}: ${describeRun(r)}`);
+}
+
+interface V030State {
+  web: QuietServer;
+  dns: ToyServer;
+  pfx: QuietServer;
+  host: QuietServer;
+  all: QuietServer;
+  cg: TestCgroup;
+  /** the followed service's current process (a restart of the one attached) */
+  fol: QuietServer;
+}
+
+/** The followed service's listener, and its process in the cgroup (restarted: the previous one is stopped first). */
+const FOL_PORT = 7005;
+async function restartFollowed(t: ExecutionContext, ns: Netns, s: V030State): Promise<QuietServer> {
+  await s.fol.stop();
+  s.fol = await startQuietServer(ns, HOST, FOL_PORT, s.cg.dir);
+  t.teardown(() => s.fol.stop());
+  return s.fol;
+}
+
+/** The extra ports of V030State and who serves them: (host, port) → the service's server. */
+const v030Targets = (s: V030State): {host: string; port: number; server: QuietServer}[] => [
+  {host: HOST, port: 8001, server: s.web},
+  {host: '::1', port: 8002, server: s.web},
+  {host: '127.0.0.5', port: 8010, server: s.pfx},
+  {host: '127.0.0.9', port: 8011, server: s.host},
+  {host: '127.0.0.77', port: 5555, server: s.all},
+  {host: HOST, port: 8005, server: s.fol},
+];
+
+/**
+ * skl 0.3.0's state: TCP on both families (web), UDP (dns), a prefix binding (127.0.0.0/24), a
+ * host binding (127.0.0.9), every port of an address (127.0.0.77), and a service followed in a
+ * cgroup of the test's own, restarted once, so that its socket in the SOCKMAP is the one the
+ * follow program stored, not the one attach took.
+ */
+async function v030State(t: ExecutionContext, ns: Netns): Promise<V030State> {
+  const cg = makeCgroup(t);
+  const s: V030State = {
+    web: await server(t, ns, `${HOST},::1`, 7000),
+    dns: await startToyServer(ns, {proto: 'udp', host: HOST, port: 7002}),
+    pfx: await server(t, ns, HOST, 7010),
+    host: await server(t, ns, HOST, 7011),
+    all: await server(t, ns, '::', 7003),
+    cg,
+    fol: await startQuietServer(ns, HOST, FOL_PORT, cg.dir),
+  };
+  t.teardown(() => s.dns.stop());
+  t.teardown(() => s.fol.stop());
+  await v030(ns, ['attach', '--pid', String(s.web.pid), '--name', 'web', '--ports', '8001-8002']);
+  await v030(ns, ['attach', '--pid', String(s.dns.pid), '--proto', 'udp', '--name', 'dns', '--ports', '8004']);
+  await v030(ns, ['attach', '--pid', String(s.pfx.pid), '--name', 'pfx', '--ports', '8010', '--address', '127.0.0.0/24']);
+  await v030(ns, ['attach', '--pid', String(s.host.pid), '--name', 'host', '--ports', '8011', '--address', '127.0.0.9']);
+  await v030(ns, ['attach', '--pid', String(s.all.pid), '--name', 'all', '--ports', 'all', '--address', '127.0.0.77', '--force']);
+  await v030(ns, ['attach', '--cgroup', cg.path, '--listener', `${HOST}:${FOL_PORT}`, '--name', 'fol', '--ports', '8005']);
+  const first = s.fol.pid;
+  await restartFollowed(t, ns, s);
+  const r = await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8005});
+  if (!r.ok || r.reply.pid === first || r.reply.pid !== s.fol.pid) throw new Error(`skl 0.3.0 did not follow the restart: ${JSON.stringify(r)}`);
+  return s;
+}
+
+/** `skl status --json` without what an upgrade changes (the layout, the note asking for it) or traffic moves (counters). */
+function comparable(st: StatusJson): unknown {
+  const {upgrade: _u, ...rest} = st as StatusJson & {upgrade?: string};
+  return {
+    ...rest,
+    attachments: st.attachments.map(a => {
+      const {layout: _l, redirected: _r, missed: _m, retaken: _t, ...keep} = a as typeof a & {retaken?: number};
+      return keep;
+    }),
+  };
+}
+
+/** One load client per address of V030State's extra ports (the client takes one address). */
+function startLoads(ns: Netns, s: V030State, rate: number): {stop(): Promise<LoadResult[]>; flowing(n: number): Promise<void>} {
+  const byHost = new Map<string, number[]>();
+  for (const x of v030Targets(s)) byHost.set(x.host, [...(byHost.get(x.host) ?? []), x.port]);
+  const loads = [...byHost].map(([host, ports]) => startLoad(ns, {host, ports, rate, timeoutMs: 15_000}));
+  return {
+    async flowing(n) {
+      await Promise.all(loads.map(l => l.started));
+      const start = await Promise.all(loads.map(l => l.mark()));
+      for (;;) {
+        const now = await Promise.all(loads.map(l => l.mark()));
+        if (now.every((m, i) => m.succeeded >= start[i].succeeded + n)) return;
+        await new Promise(r => setTimeout(r, 50));
+      }
+    },
+    stop: () => Promise.all(loads.map(l => l.stop())),
+  };
+}
+
+const cgroupLinksOf = (cg: TestCgroup): LinkInfo[] => bpfLinks().filter(l => l.type === BPF_LINK_TYPE_CGROUP && l.cgroupId === cg.ino);
+
+privileged.serial('upgrade from skl 0.3.0 (layout 2) under a connection load on every port: 0 failed connections, the same link with a new program, every service and binding as it was, its sockets (one stored by the follow program) and counters carried over, and the followed service still followed', async t => {
+  t.timeout(420_000);
+  const {ns, sk} = await setup(t);
+  const s = await v030State(t, ns);
+  const before = linkOf(sk.ino);
+  const followLinks = cgroupLinksOf(s.cg);
+  t.is(followLinks.length, 1, 'skl 0.3.0 follows the cgroup with one sock_ops link');
+  const st0 = (await sk.status()) as StatusJson & {upgrade?: string};
+  t.regex(st0.upgrade ?? '', /created by skl 0\.3\.0 \(layout 2\); run: skl upgrade/);
+  t.like(st0.attachments.find(a => a.name === 'fol'), {pid: s.fol.pid, alive: true, retaken: 1, layout: 2, follow: {cgroup: s.cg.path, currentPid: s.fol.pid}});
+  const said = await runSkl(['status', '--json'], {netns: ns.path, bin: builds.get('v0.3.0')});
+  t.deepEqual(comparable(said.json as StatusJson), comparable(st0), "today's skl reads skl 0.3.0's state as skl 0.3.0 does");
+
+  const load = startLoads(ns, s, 150);
+  t.teardown(() => load.stop().then(() => undefined, () => undefined));
+  await load.flowing(100);
+  const up = await sk.ok(['upgrade', '--json']);
+  await load.flowing(100);
+  const results = await load.stop();
+
+  for (const r of results) {
+    t.is(r.failed, 0, `no connection failed across the upgrade: ${JSON.stringify({errors: r.errors, perPort: r.perPort, failures: r.failures.slice(0, 5)})}`);
+    for (const [port, c] of Object.entries(r.perPort)) t.true(c.ok >= 100, `port ${port}: ${c.ok} connections`);
+  }
+  const expected = new Map(v030Targets(s).map(x => [String(x.server.pid), true]));
+  for (const r of results) for (const pid of Object.keys(r.byPid)) t.true(expected.has(pid), `answered by ${pid}, one of the services`);
+  const report = (up.json as {namespaces: {result: string; fromLayout: number; linkId: number; oldProgId: number; newProgId: number; services: {name: string; alive: boolean}[]}[]}).namespaces[0];
+  t.like(report, {result: 'upgraded', fromLayout: 2});
+  t.false(/counters restart/.test(up.stderr), `counters carry over from layout 2: ${up.stderr}`);
+  const after = linkOf(sk.ino);
+  t.is(after.id, before.id, 'the same link');
+  t.not(after.progId, before.progId, 'a new program behind it');
+  t.deepEqual([report.linkId, report.oldProgId, report.newProgId], [before.id, before.progId, after.progId]);
+  t.deepEqual(report.services.map(x => [x.name, x.alive]).sort(), [['all', true], ['dns', true], ['fol', true], ['host', true], ['pfx', true], ['web', true]]);
+  t.deepEqual(pinEntriesOf(sk.ino), [String(sk.ino)], 'no scratch directory left');
+  // the cgroup's sock_ops link: the same link, running the new follow program, pinned in the new state
+  const followAfter = cgroupLinksOf(s.cg);
+  t.deepEqual(followAfter.map(l => l.id), followLinks.map(l => l.id), 'the same cgroup link');
+  t.not(followAfter[0].progId, followLinks[0].progId, 'running the new follow program');
+  t.true(existsSync(`${SKL_PIN_ROOT}/${sk.ino}/follow-${s.cg.ino}`));
+
+  const st1 = (await sk.status()) as StatusJson & {upgrade?: string};
+  t.deepEqual(comparable(st1), comparable(st0), 'every service, socket, binding and port as it was');
+  t.true(st1.attachments.every(a => a.layout === LAYOUT));
+  for (const a of st1.attachments) {
+    const was = st0.attachments.find(x => x.name === a.name)!;
+    t.true(a.redirected >= was.redirected, `${a.name}: counters carried over (${was.redirected} → ${a.redirected})`);
+  }
+  t.like(st1.attachments.find(a => a.name === 'fol'), {pid: s.fol.pid, retaken: 1});
+  for (const x of v030Targets(s)) t.like(await connectOnce(ns, {proto: 'tcp', host: x.host, port: x.port}), {ok: true, reply: {pid: x.server.pid}}, `${x.host}:${x.port}`);
+  t.like(await connectOnce(ns, {proto: 'tcp', host: '127.0.0.1', port: 8010}), {ok: true, reply: {pid: s.pfx.pid}}, 'the /24 covers 127.0.0.1 too');
+  t.like(await connectOnce(ns, {proto: 'tcp', host: '127.0.1.1', port: 8010}), {ok: false}, 'but not 127.0.1.1');
+  t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8011}), {ok: false}, 'the host binding is 127.0.0.9 only');
+  t.like(await connectOnce(ns, {proto: 'udp', host: HOST, port: 8004}), {ok: true, reply: {pid: s.dns.pid}});
+
+  // still followed: a restart after the upgrade reaches the new process, stored by the new follow program
+  const was = s.fol.pid;
+  await restartFollowed(t, ns, s);
+  t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8005}), {ok: true, reply: {pid: s.fol.pid}}, `the restarted service (was ${was})`);
+  t.like(await sk.attachment('fol'), {pid: s.fol.pid, alive: true, retaken: 2});
+
+  t.regex((await sk.ok(['upgrade'])).stdout, /already current/);
+  await sk.ok(['ports', 'add', 'pfx', '8012', '--address', '127.0.0.0/24']);
+  t.like(await connectOnce(ns, {proto: 'tcp', host: '127.0.0.6', port: 8012}), {ok: true, reply: {pid: s.pfx.pid}});
+});
+
+for (const {point, finished} of UPGRADE_CRASH_POINTS) {
+  privileged.serial(`fault: skl upgrade from skl 0.3.0 (layout 2) SIGKILLed at ${point} under a connection load → no connection fails; the next skl ${finished ? 'finishes' : 'rolls back'} the upgrade; the followed service stays followed`, async t => {
+    t.timeout(420_000);
+    const {ns, sk} = await setup(t);
+    const s = await v030State(t, ns);
+    const before = linkOf(sk.ino);
+    const st0 = await sk.status();
+    const load = startLoads(ns, s, 100);
+    t.teardown(() => load.stop().then(() => undefined, () => undefined));
+    await load.flowing(50);
+    const crashed = await runSkl(['upgrade'], {netns: ns.path, env: {SKL_TEST_CRASH_AT: point}});
+    t.is(crashed.signal, 'SIGKILL', describeRun(crashed));
+    await load.flowing(50);
+    const next = await runSkl(['status', '--json'], {netns: ns.path});
+    t.is(next.code, 0, describeRun(next));
+    const notice = finished ? `notice: finished an upgrade an interrupted skl had started (pid ${crashed.pid})` : `notice: rolled back an upgrade an interrupted skl had started (pid ${crashed.pid}); run skl upgrade --netns ${ns.path} again`;
+    t.true(stderrLines(next).includes(notice), next.stderr);
+    await load.flowing(50);
+    if (!finished) await sk.ok(['upgrade']);
+    await load.flowing(50);
+    for (const r of await load.stop()) t.is(r.failed, 0, `no connection failed: ${JSON.stringify({errors: r.errors, perPort: r.perPort, failures: r.failures.slice(0, 5)})}`);
+    t.deepEqual(pinEntriesOf(sk.ino), [String(sk.ino)], 'no scratch directory left');
+    t.is(linkOf(sk.ino).id, before.id, 'the same link throughout');
+    const st1 = await sk.status();
+    t.deepEqual(comparable(st1), comparable(st0), 'every service, socket, binding and port as it was');
+    t.true(st1.attachments.every(a => a.layout === LAYOUT));
+    t.is(cgroupLinksOf(s.cg).length, 1, 'one sock_ops link on the cgroup');
+    t.true(existsSync(`${SKL_PIN_ROOT}/${sk.ino}/follow-${s.cg.ino}`));
+    await restartFollowed(t, ns, s);
+    t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8005}), {ok: true, reply: {pid: s.fol.pid}}, 'a restart after the upgrade is followed');
+  });
+}

@@ -33,6 +33,16 @@ export class Link {
   }
 
   /**
+   * Open a pinned link as a bare fd: a reference that can be pinned again at another path (libbpf
+   * refuses to pin a link it opened from a pin a second time).
+   */
+  static openPinnedFd(path: string): Link {
+    const fd = libbpf.bpf_obj_get(path);
+    if (fd < 0) throw errorFor('open pinned link', errno(), path);
+    return new Link({fd}, path);
+  }
+
+  /**
    * Attach a pinned program to a target (a cgroup fd for cgroup attach types) with a new bpf_link
    * (bpf_link_create). The caller pins or closes it.
    */

@@ -16,13 +16,19 @@ import {
   BINDING_SIZE,
   decodeBinding,
   decodeBindingKey,
+  decodeFollow,
+  decodeFollowKey,
+  decodeInfo,
   decodeService,
   destKey,
   DESTS_PER_SERVICE,
   indexProto,
+  LAYOUT,
   portService,
   SERVICE_SIZE,
+  SVC_F_FOLLOW,
   SVC_READY,
+  type FollowKey,
   type Prefix,
   type ServiceMeta,
   type SocketMeta,
@@ -50,6 +56,19 @@ export interface OlderState {
 /** Whether a pinned directory holds skl 0.1.0's layout. */
 export const isLegacyDir = (dir: string): boolean => !existsSync(`${dir}/skl_info`) && existsSync(`${dir}/target_meta`);
 
+/** Whether a pinned directory holds the state of an older layout than this skl's (0.1.0's, or an skl_info saying so). */
+export function isOlderLayoutDir(dir: string): boolean {
+  if (isLegacyDir(dir)) return true;
+  if (!existsSync(`${dir}/skl_info`)) return false;
+  const m = BpfMap.openPinned(`${dir}/skl_info`);
+  try {
+    const v = m.lookup(u32Key(0));
+    return v !== undefined && decodeInfo(v).layout < LAYOUT;
+  } finally {
+    m.close();
+  }
+}
+
 export interface LegacyService {
   /** the 0.1.0 slot */
   slot: number;
@@ -60,6 +79,12 @@ export interface LegacyService {
   missed: number;
   /** the slot's socket is still in the SOCKMAP */
   alive: boolean;
+  /** per destination (service * DESTS_PER_SERVICE + i): its socket is still in the SOCKMAP (layouts 1 and 2) */
+  destAlive?: boolean[];
+  /** sockets the follow program stored (layout 2) */
+  retaken?: number;
+  /** a followed service's listeners (layout 2) */
+  followed?: {key: FollowKey; dests: number}[];
 }
 
 function cstr(b: Buffer, at: number, size: number): string {
@@ -258,11 +283,31 @@ export class ServicesLayoutState implements OlderState {
       l.push({proto: b.proto, prefix: b.prefix, port: b.port});
       byService.set(b.service, l);
     }
+    const followed = new Map<number, {key: FollowKey; dests: number}[]>();
+    if (this.maps.follow) {
+      for (const k of this.maps.follow.keys()) {
+        const v = this.maps.follow.lookup(k);
+        if (!v) continue;
+        const f = decodeFollow(v);
+        followed.set(f.service, [...(followed.get(f.service) ?? []), {key: decodeFollowKey(k), dests: f.dests}]);
+      }
+    }
     return records.map(({id, meta}) => {
       const sums = this.maps.counters.sumPerCpuU64(u32Key(id)) ?? [];
-      let alive = false;
-      for (let i = 0; i < DESTS_PER_SERVICE; i++) if (meta.sockets[i] && this.maps.target_socket.lookup(u32Key(id * DESTS_PER_SERVICE + i))) alive = true;
-      return {slot: id, meta, bindings: byService.get(id) ?? [], redirected: Number(sums[0] ?? 0n), missed: Number(sums[1] ?? 0n), alive};
+      const destAlive = Array.from({length: DESTS_PER_SERVICE}, (_, i) => this.maps.target_socket.lookup(u32Key(id * DESTS_PER_SERVICE + i)) !== undefined);
+      // a followed service's sockets are the ones the follow program stored (its record names the first)
+      const alive = destAlive.some((a, i) => a && (meta.sockets[i] !== undefined || (meta.flags & SVC_F_FOLLOW) !== 0));
+      return {
+        slot: id,
+        meta,
+        bindings: byService.get(id) ?? [],
+        redirected: Number(sums[0] ?? 0n),
+        missed: Number(sums[1] ?? 0n),
+        alive,
+        destAlive,
+        ...(this.layout === 2 ? {retaken: Number(sums[2] ?? 0n)} : {}),
+        ...(meta.flags & SVC_F_FOLLOW ? {followed: followed.get(id) ?? []} : {}),
+      };
     });
   }
 }

@@ -224,5 +224,20 @@ function legacyServicesOf(l: OlderState, ns: Netns, name: string | undefined): S
   return l
     .services()
     .filter((s) => name === undefined || s.meta.name === name)
-    .map((s) => serviceStatus({meta: s.meta, bindings: s.bindings, counters: {redirected: s.redirected, missed: s.missed, retaken: 0}, alive: () => s.alive, kind: l.kind, layout: l.layout}, ns));
+    .map((s) =>
+      serviceStatus(
+        {
+          meta: s.meta,
+          bindings: s.bindings,
+          counters: {redirected: s.redirected, missed: s.missed, retaken: s.retaken ?? 0},
+          alive: (i) => s.destAlive?.[i] ?? s.alive,
+          kind: l.kind,
+          layout: l.layout,
+          // layout 2 followed services as today's
+          follow: s.followed ? followView(s.meta.cgroupIno, s.followed.map((f) => f.key)) : undefined,
+          followed: s.followed,
+        },
+        ns,
+      ),
+    );
 }

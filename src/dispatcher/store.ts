@@ -18,7 +18,7 @@ import type {Netns} from '../sys/netns.js';
 import {DispatcherState, KERNEL_MAP_NAMES, loadDispatcher, MAP_NAMES, type MapName, type OptionalProgram} from './state.js';
 import {decodeInfo, LAYOUT, SVC_F_FOLLOW, SVC_F_REMOVING, SVC_PENDING, SVC_READY} from './layout.js';
 import {pruneCgroupLinks} from './follow.js';
-import {isLegacyDir, LEGACY_MAP_NAMES, LegacyState, openOlderPinned, type OlderState} from './legacy.js';
+import {isLegacyDir, isOlderLayoutDir, LEGACY_MAP_NAMES, LegacyState, openOlderPinned, type OlderState} from './legacy.js';
 import {removeService} from './services.js';
 import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
@@ -270,9 +270,9 @@ export class Store {
         }
       } else if (m[1] === own && m[2] !== undefined) {
         // dispatchers are only created and removed under the lock: any scratch directory is left over
-        // skl 0.1.0's state set aside while a current dispatcher is in place: an upgrade killed
-        // right after it published the new state
-        const upgraded = m[2] === 'old' && isLegacyDir(path) && existsSync(this.dir);
+        // an older layout's state set aside while a current dispatcher is in place: an upgrade
+        // killed right after it published the new state
+        const upgraded = m[2] === 'old' && existsSync(this.dir) && isOlderLayoutDir(path);
         removePins(path);
         this.notices.push(
           m[2] === 'new'

@@ -2,9 +2,12 @@
  * `skl upgrade`: move a namespace's pinned dispatcher to this skl's layout. The new state is built
  * beside the old one (`<ino>-up-<pid>`), the new program replaces the old one behind the same
  * pinned link (bpf_link_update: at no moment is nothing attached), then the directories swap.
- * Sockets are taken again from their processes (pid + socket inode are in the old metadata): a
- * SOCKMAP cannot be read back. A service whose process is gone keeps its bindings and shows dead.
- * Interrupted at any step, the next skl finishes or rolls back (Store.repair).
+ * From layouts 0 and 1, sockets are taken again from their processes (pid + socket inode are in the
+ * old metadata): a SOCKMAP cannot be read back. From layout 2, the maps whose definitions did not
+ * change (sockets, services, counters, followed listeners) are reused as they are, and the cgroups'
+ * follow links run the new follow program (pinned in the new directory too). A service whose process
+ * is gone keeps its bindings and shows dead. Interrupted at any step, the next skl finishes or rolls
+ * back (Store.repair).
  */
 import {closeSync, existsSync, readdirSync, statSync} from 'node:fs';
 import {Link} from '../bpf/link.js';
@@ -172,7 +175,8 @@ function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpg
           linkId: before.id,
           oldProgId: before.progId,
           newProgId: link.info().progId,
-          notices: [...notes(), 'counters restart from 0 in the new layout'],
+          // layout 2's counters are carried over with its services
+          notices: [...notes(), ...(layout.layout < 2 ? ['counters restart from 0 in the new layout'] : [])],
         };
       } finally {
         link.close();
@@ -240,7 +244,8 @@ function migrate(store: Store, old: OlderState, services: LegacyService[], link:
     obj.program(PROGRAM_NAME).pin(`${scratch}/prog`);
     // the cgroups' follow links run the new follow program too, and move with the state
     for (const entry of readdirSync(store.dir).filter((e) => FOLLOW_LINK_RE.test(e))) {
-      const l = Link.openPinned(`${store.dir}/${entry}`);
+      // a second pin of the same link (the old directory's stays until the swap is published)
+      const l = Link.openPinnedFd(`${store.dir}/${entry}`);
       try {
         if (follow) l.update(obj.program(FOLLOW_PROGRAM).fd, `${FOLLOW_PROGRAM} (layout ${LAYOUT})`);
         l.pin(`${scratch}/${entry}`);

@@ -15,6 +15,7 @@ import {decodeService, SERVICE_SIZE, MAX_SERVICES, SVC_FREE} from '../../src/dis
 import type {Netns} from './netns.js';
 import {stopChild} from './netns.js';
 import {runSkl, SKL_PIN_ROOT, type RunResult} from './dispatcher.js';
+import {inCgroup} from './cgroups.js';
 import type {LoadMark, LoadResult} from './load-client.js';
 
 export type {LoadMark, LoadResult} from './load-client.js';
@@ -98,8 +99,11 @@ export interface QuietServer {
   stop(): Promise<void>;
 }
 
-export async function startQuietServer(ns: Netns, host: string, port = 0): Promise<QuietServer> {
-  const child = ns.spawn(process.execPath, ['-e', QUIET_SERVER_SCRIPT, host, String(port)], {stdio: ['pipe', 'pipe', 'pipe']});
+/** The quiet server on `host` (one or several addresses) and `port`, in `ns` and, with `cgroup` (a directory), in that cgroup. */
+export async function startQuietServer(ns: Netns, host: string, port = 0, cgroup?: string): Promise<QuietServer> {
+  const argv = [process.execPath, '-e', QUIET_SERVER_SCRIPT, host, String(port)];
+  const [cmd, ...args] = cgroup === undefined ? argv : inCgroup(cgroup, argv);
+  const child = ns.spawn(cmd, args, {stdio: ['pipe', 'pipe', 'pipe']});
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   const listening = await new Promise<{pid: number; port: number}>((resolve, reject) => {
