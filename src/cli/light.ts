@@ -11,6 +11,7 @@
  * is handed to oclif's own parser, loaded only then: every error message and exit code stays
  * oclif's. test/cli-light.test.ts checks both parsers agree.
  */
+import {writeSync} from 'node:fs';
 import {createRequire} from 'node:module';
 import {format, inspect} from 'node:util';
 
@@ -240,6 +241,51 @@ class ExitProxy {
 export const Errors = {CLIError: OclifClassProxy, ExitError: ExitProxy};
 
 // ---------------------------------------------------------------------------------------------
+// Output
+
+let direct = true;
+
+/**
+ * What console.log(line) does with a line (oclif's `this.log` too), without making process.stdout:
+ * that stream (and the node:stream modules under it) costs more CPU time to create than writing a
+ * status table takes (BENCHMARKS.md). Written synchronously with write(2), as process.stdout writes
+ * to files, terminals and pipes on Linux; errors are ignored, as console.log ignores them (EPIPE:
+ * nobody reads the output any more). Only if stdout cannot take it now (EAGAIN: a non-blocking pipe
+ * that is full) does the rest go to process.stdout, which queues it, and every later line after it,
+ * in order.
+ */
+export function writeStdout(line: string): void {
+  if (direct) {
+    const buf = Buffer.from(line);
+    let off = 0;
+    try {
+      while (off < buf.length) off += writeSync(1, buf, off);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+      direct = false;
+      queueStdout(buf.subarray(off));
+      return;
+    }
+  }
+  queueStdout(line);
+}
+
+/** process.stdout.write, write errors ignored as console.log ignores them. */
+function queueStdout(data: string | Uint8Array): void {
+  const out = process.stdout;
+  const noop = (): void => undefined;
+  try {
+    if (out.listenerCount('error') === 0) out.once('error', noop);
+    out.write(data, noop);
+  } catch {
+    // as console.log
+  } finally {
+    out.removeListener('error', noop);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Command
 
 export interface LightConfig {
@@ -320,8 +366,7 @@ export abstract class Command {
 
   log(message: unknown = '', ...args: unknown[]): void {
     const text = typeof message === 'string' ? message : inspect(message);
-    if (!text && args) console.log(format(...args));
-    else console.log(format(text, ...args));
+    writeStdout(`${!text && args ? format(...args) : format(text, ...args)}\n`);
   }
 
   logToStderr(message: unknown = '', ...args: unknown[]): void {
