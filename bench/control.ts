@@ -237,10 +237,12 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
 
 /**
  * `node -e LOAD_CLI DIR FILE`: load what bin/run.js loads for a command on the light runtime (the
- * bundle of src/cli/fast.ts, then the command's own bundle and, through it, koffi) without running
- * it. Light mode first, as src/cli/fast.ts enters it before it loads a command.
+ * bundle of src/cli/fast.ts, then the command's own bundle and, through it, koffi), as bin/run.js
+ * loads them (dist/bundle/load.cjs: with their code caches), without running it. Light mode first,
+ * as src/cli/fast.ts enters it before it loads a command.
  */
-const LOAD_CLI = "globalThis[Symbol.for('skl.cli.light')] = true; const [dir, file] = process.argv.slice(1); require(dir + '/skl.cjs'); require(dir + '/' + file);";
+const LOAD_CLI =
+  "globalThis[Symbol.for('skl.cli.light')] = true; const [dir, file] = process.argv.slice(1); const {loadBundle} = require(dir + '/load.cjs'); loadBundle(dir + '/skl.cjs'); loadBundle(dir + '/' + file);";
 
 /** N connections to 127.0.0.1:PORT, each closed right away (the side that closes first keeps it in TIME_WAIT for 60 s). */
 const TIME_WAIT_SCRIPT = `

@@ -9,7 +9,8 @@ const path = require('node:path');
 // Node.js ≥22.1 keeps V8's compiled code between runs where asked to. The cache lives inside skl's
 // own package, writable only by whoever can change skl's code anyway: never a shared directory such
 // as Node's default under /tmp, where anyone could plant compiled code for a root skl to run. Where
-// it cannot be written (or on Node.js 20, which lacks the call), skl runs without it.
+// it cannot be written, skl runs without it. Node.js 20 lacks the call: there, skl's bundles come
+// with V8's compiled code made when they were built (src/cli/bundle-cache.ts).
 require('node:module').enableCompileCache?.(path.join(__dirname, '..', 'dist', '.compile-cache'));
 
 const argv = process.argv.slice(2);
@@ -17,7 +18,9 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v' || argv[0]
   const pkg = require('../package.json');
   process.stdout.write(`skl/${pkg.version} ${process.platform}-${process.arch} node-${process.version}\n`);
 } else {
-  require('../dist/bundle/skl.cjs')
+  // dist/bundle/load.cjs: src/cli/bundle-cache.ts
+  require('../dist/bundle/load.cjs')
+    .loadBundle(path.join(__dirname, '..', 'dist', 'bundle', 'skl.cjs'))
     .runFast(argv)
     .then((done) => {
       // everyday commands took the fast path (src/cli/fast.ts: no oclif); the rest runs on oclif

@@ -8,13 +8,18 @@
  *   dist/bundle/<command>.cjs    one per command that fast.ts imports (status.cjs, ports-add.cjs,
  *                                …), with everything it imports: loaded by skl.cjs for that command
  *                                only, so a command compiles none of the others' code
+ *   dist/bundle/load.cjs         src/cli/bundle-cache.ts: how bin/run.js loads skl.cjs, and skl.cjs
+ *                                a command's bundle: with V8's compiled code, made here
+ *   dist/bundle/*.cjs.v8cache    that compiled code, one per bundle (not used by Node.js ≥22.1,
+ *                                which has its own compile cache)
  *
  * - CommonJS, not ES modules: Node.js resolves, links and evaluates an ES module's imports of
  *   built-in modules (node:http, node:crypto, …) when it loads, whether the code that needs them
  *   runs or not; in CommonJS each becomes a require() run only when the module that needs it is
  *   initialised, and no ES module loader is involved. (So no skl module may use top-level await.)
  * - Modules are initialised in the order and at the time they would be without the bundle: a
- *   dynamic import() stays lazy.
+ *   dynamic import() stays lazy. A built-in module that Node.js does not load at start-up is
+ *   required on its first use (lazyBuiltins).
  * - koffi (a native module that finds its binary relative to itself), chalk (only loaded when
  *   colours are possible) and @oclif/core (only loaded when the light runtime hands a command line
  *   to oclif's parser) stay in node_modules.
@@ -24,10 +29,14 @@
  *
  *   node dist/scripts/bundle.js
  */
+import {spawnSync} from 'node:child_process';
+import {mkdirSync, realpathSync, renameSync, statSync, writeFileSync} from 'node:fs';
+import {createRequire} from 'node:module';
 import {readdir, readFile, rm} from 'node:fs/promises';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
-import {build, type BuildOptions, type Metafile, type Plugin} from 'esbuild';
+import {build, type BuildOptions, type BuildResult, type Plugin} from 'esbuild';
+import {cacheFileOf} from '../src/cli/bundle-cache.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const src = path.join(root, 'dist/src');
@@ -73,6 +82,26 @@ const commandBundles: Plugin = {
   },
 };
 
+/**
+ * koffi, as Node.js finds it from dist/bundle (skl's own node_modules, then its package "exports"),
+ * without that search where koffi is installed inside skl's own node_modules (`npm install -g`, a
+ * checkout): resolving "exports" loads Node's ES module resolver, ≈1.5 ms of CPU time. Where it is
+ * not (npm hoisted it into an application's node_modules), require('koffi') finds it as before.
+ * The build checks that Node.js resolves koffi to that very file here.
+ */
+const OWN_KOFFI = '../../node_modules/koffi/index.cjs';
+const ownKoffi = createRequire(path.join(BUNDLE_DIR, 'x.cjs')).resolve('koffi') === realpathSync(path.join(BUNDLE_DIR, OWN_KOFFI));
+const koffiFromOwnModules: Plugin = {
+  name: 'skl-koffi',
+  setup(b) {
+    b.onResolve({filter: /^koffi$/}, (args) => (args.namespace === 'skl-koffi' || !ownKoffi ? {path: 'koffi', external: true} : {path: 'koffi', namespace: 'skl-koffi'}));
+    b.onLoad({filter: /.*/, namespace: 'skl-koffi'}, () => ({
+      contents: `const own = require("node:path").join(__dirname, ${JSON.stringify(OWN_KOFFI)});\nmodule.exports = require("node:fs").existsSync(own) ? require(own) : require("koffi");\n`,
+      loader: 'js',
+    }));
+  },
+};
+
 const common: BuildOptions = {
   bundle: true,
   format: 'cjs',
@@ -84,10 +113,48 @@ const common: BuildOptions = {
   supported: {'dynamic-import': false},
   legalComments: 'none',
   logLevel: 'warning',
-  metafile: true,
+  write: false,
 };
 
-const router = await build({...common, entryPoints: [fastEntry], outfile: path.join(BUNDLE_DIR, 'skl.cjs'), plugins: [commandBundles, ownUrl]});
+/**
+ * A built-in module that Node.js does not load while it starts (node:child_process, node:net,
+ * node:http, node:crypto: 2-3 ms of CPU time each) is required where a bundle first uses it, not
+ * where the bundle loads: `skl attach` needs node:child_process only for --unit (systemctl), and
+ * node:net only for some addresses. esbuild writes a named import of a built-in module as
+ * `var import_node_x = require("node:x");` and reads each name from that object where it is used
+ * (`(0, import_node_x.name)(…)`): the object becomes a stand-in that requires the module on the
+ * first read. Default and namespace imports (`__toESM(require(…))`) stay as they are, and so do
+ * the modules Node.js has loaded anyway when skl starts (EAGER).
+ */
+const EAGER = new Set(['buffer', 'events', 'fs', 'module', 'path', 'timers', 'url', 'util', 'vm']);
+const LAZY_BUILTIN =
+  'const __lazyBuiltin = (id) => { let m; const real = () => (m ??= require(id)); return new Proxy({}, {' +
+  'get: (_, k) => real()[k], has: (_, k) => k in real(), ownKeys: () => Reflect.ownKeys(real()), ' +
+  'getOwnPropertyDescriptor: (_, k) => { const d = Reflect.getOwnPropertyDescriptor(real(), k); return d && {...d, configurable: true}; }}); };\n';
+function lazyBuiltins(code: string): string {
+  let lazy = 0;
+  const out = code.replace(/^var (import_node_[\w$]+) = require\("node:([\w/]+)"\);$/gm, (line, name: string, id: string) => {
+    if (EAGER.has(id)) return line;
+    lazy++;
+    return `var ${name} = __lazyBuiltin("node:${id}");`;
+  });
+  return lazy === 0 ? out : LAZY_BUILTIN + out;
+}
+
+/** Write a build's files, each replaced at once (an skl starting meanwhile reads the old or the new one); their paths. */
+function emit(r: BuildResult): string[] {
+  mkdirSync(BUNDLE_DIR, {recursive: true});
+  return (r.outputFiles ?? []).map((f) => {
+    const tmp = `${f.path}.${process.pid}.tmp`;
+    writeFileSync(tmp, lazyBuiltins(f.text));
+    renameSync(tmp, f.path);
+    return f.path;
+  });
+}
+
+// what bin/run.js loads the others with (src/cli/bundle-cache.ts), itself loaded by Node's require()
+const loader = await build({...common, banner: {}, entryPoints: [path.join(src, 'cli/bundle-cache.js')], outfile: path.join(BUNDLE_DIR, 'load.cjs')});
+const router = await build({...common, entryPoints: [fastEntry], outfile: path.join(BUNDLE_DIR, 'skl.cjs'), plugins: [commandBundles, koffiFromOwnModules, ownUrl]});
 if (commands.size === 0) throw new Error('bundle: src/cli/fast.ts imports no command');
 const perCommand = await build({
   ...common,
@@ -97,18 +164,35 @@ const perCommand = await build({
   // module.exports is the command class: what fast.ts's import() of it then gets as `default`, by
   // Node's own rule for CommonJS (default = module.exports)
   footer: {js: 'module.exports = module.exports.default;'},
-  plugins: [ownUrl],
+  plugins: [koffiFromOwnModules, ownUrl],
 });
 
-// what an earlier build left and this one did not write (files are replaced in place, never all
+const [loaderFile] = emit(loader);
+const cached = [...emit(router), ...emit(perCommand)];
+
+// V8's compiled code for the router and each command's bundle (src/cli/bundle-cache.ts), made and
+// then checked by fresh Node.js processes with V8's default flags (NODE_OPTIONS left out), as
+// bin/run.js runs: a bundle whose cache that Node.js would reject gets none
+const fresh = (code: string): string => {
+  const {NODE_OPTIONS: _o, ...env} = process.env;
+  const r = spawnSync(process.execPath, ['-e', code, loaderFile, ...cached], {env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit']});
+  if (r.status !== 0) throw new Error(`bundle: making the code caches failed (${r.status ?? r.signal})`);
+  return r.stdout;
+};
+fresh("const [l, ...f] = process.argv.slice(1); require(l).writeCodeCache(f, require('node:v8').setFlagsFromString)");
+const rejected = JSON.parse(fresh("const [l, ...f] = process.argv.slice(1); process.stdout.write(JSON.stringify(require(l).verifyCodeCache(f)))")) as string[];
+for (const f of rejected) {
+  await rm(cacheFileOf(f), {force: true});
+  console.warn(`bundle: ${path.basename(f)}: this Node.js rejects its code cache (it runs without one)`);
+}
+
+// what an earlier build left and this one did not write (files are replaced one by one, never all
 // removed first: skl processes running meanwhile, tests say, keep finding theirs)
-const written = new Set([router, perCommand].flatMap((r) => Object.keys(r.metafile?.outputs ?? {}).map((f) => path.resolve(f))));
+const written = new Set([loaderFile, ...cached, ...cached.filter((f) => !rejected.includes(f)).map(cacheFileOf)]);
 for (const f of await readdir(BUNDLE_DIR)) {
   if (!written.has(path.join(BUNDLE_DIR, f))) await rm(path.join(BUNDLE_DIR, f), {recursive: true, force: true});
 }
 
-const kib = (m: Metafile | undefined): string =>
-  Object.entries(m?.outputs ?? {})
-    .map(([f, o]) => `${path.basename(f)} ${Math.round(o.bytes / 1024)} KiB`)
-    .join(', ');
-console.log(`dist/bundle: ${kib(router.metafile)}, ${kib(perCommand.metafile)}`);
+const kib = (f: string): number => Math.round(statSync(f).size / 1024);
+const cacheKib = cached.filter((f) => !rejected.includes(f)).reduce((n, f) => n + kib(cacheFileOf(f)), 0);
+console.log(`dist/bundle: ${[loaderFile, ...cached].map((f) => `${path.basename(f)} ${kib(f)} KiB`).join(', ')}; code caches ${cacheKib} KiB`);
