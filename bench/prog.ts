@@ -33,7 +33,7 @@ const SK_PASS = 1;
 export const PORT_SIZES = [1, 1024, 65534] as const;
 /** Services (each with its own listening socket) the ports are spread over. */
 export const TARGET_COUNTS = [1, 64, MAX_SERVICES] as const;
-/** Host (/32: the hash) and prefix (/24: the trie) bindings: 1, and 1,000 addresses or prefixes × 1,000 ports. */
+/** Host (/32) and prefix (/24) bindings, both in the bindings hash: 1, and 1,000 addresses or prefixes × 1,000 ports. */
 export const PREFIX_SIZES = [1, 1_000_000] as const;
 /** The seed's HASH holds at most 1024 ports. */
 export const SEED_PORT_SIZES = [1, 1024] as const;
@@ -48,7 +48,7 @@ export interface VariantResult {
   ports: number;
   /** services the bindings are spread over */
   targets: number;
-  /** prefix bindings in the trie */
+  /** bindings of a local prefix (the bindings hash) */
   prefixBindings?: number;
   /** wall-clock ns per run, one sample per round */
   wall: Summary;
@@ -196,8 +196,9 @@ export async function benchProgram(opts: {rounds?: number; repeat?: number} = {}
         runners.push({...base, id: `skl-hit-${size}-${targets}`, case: 'hit', ctx: skLookupCtx(hitPort), cookie: cookieOf(obj.map('target_socket'), destIndex(targets - 1, 'tcp', 4))});
       }
     }
-    // host bindings (/32, the hash) and prefix bindings (/24, the trie): 1,000 addresses or prefixes
-    // × 1,000 ports (or one of each), one service; the hit is the last of them
+    // host bindings (/32) and prefix bindings (/24), in the bindings hash with their length listed in
+    // each port's entry: 1,000 addresses or prefixes × 1,000 ports (or one of each), one service; the
+    // hit is the last of them
     for (const kind of ['host', 'prefix'] as const) {
       for (const n of PREFIX_SIZES) {
         const {obj, d} = dispatcher(1);
