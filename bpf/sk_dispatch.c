@@ -147,11 +147,10 @@ struct addr {
 	__u32 w[4];
 };
 
-/* prefix_masks[len]: the first `len` bits of an address set, as 4 words in network order
- * (little-endian hosts: see DESIGN.md). A table rather than shifts: the verifier walks one
+/* prefix_masks[len - 1]: the first `len` (1..128) bits of an address set, as 4 words in network
+ * order (little-endian hosts: see DESIGN.md). A table rather than shifts: the verifier walks one
  * bounded lookup instead of every branch of a per-word computation (which took it a second). */
-static const struct addr prefix_masks[129] = {
-	{{0x00000000, 0x00000000, 0x00000000, 0x00000000}},
+static const struct addr prefix_masks[128] = {
 	{{0x00000080, 0x00000000, 0x00000000, 0x00000000}},
 	{{0x000000c0, 0x00000000, 0x00000000, 0x00000000}},
 	{{0x000000e0, 0x00000000, 0x00000000, 0x00000000}},
@@ -282,15 +281,15 @@ static const struct addr prefix_masks[129] = {
 	{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}},
 };
 
-/* Zero the bits of an address past `len` (≤ 128). */
+/* Zero the bits of an address past `len` (1..128). The table index is (len - 1) & 127, a bound
+ * every verifier tracks: Linux 6.1's loses a clamp `if (len > 128) len = 128` when clang applies it
+ * to a copy of the register it compares (and rejects the program). */
 static __always_inline void mask_addr(struct skl_binding_key *key, const struct addr *a, __u32 len)
 {
 	const struct addr *m;
 	__u32 w[4];
 
-	if (len > 128)
-		len = 128;
-	m = &prefix_masks[len];
+	m = &prefix_masks[(len - 1) & 127];
 	w[0] = a->w[0] & m->w[0];
 	w[1] = a->w[1] & m->w[1];
 	w[2] = a->w[2] & m->w[2];
