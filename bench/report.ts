@@ -224,9 +224,13 @@ export function checks(r: Results): Check[] {
       target: '≤ 1.5×',
       met: startUpMet(attach, attachCpu, 1.5),
       limits:
-        `${split(a)}: socket discovery, the kernel feature check (a probe program), creating the dispatcher's maps (the ` +
-        'million-entry bindings hash only comes with the first binding of a local prefix), loading and verifying the programs, ' +
-        'attaching and pinning it, the lock, writing the slot. With no loading at all, Node.js and that work alone are over 1.5×.' +
+        `${split(a)}: socket discovery, the lock, the kernel feature check (a probe program, ≈0.4 ms), creating the ` +
+        "dispatcher's maps (the million-entry bindings hash only comes with the first binding of a local prefix), loading and " +
+        'verifying the programs, attaching and pinning them, writing the slot, and reading the ports (`parsePorts` and ' +
+        '`sortedUnique` in src/dispatcher/input.ts walk all 65,536 port numbers in code that runs once: ≈1-2 ms each). Most of ' +
+        'it is the kernel\'s: measured while this was written, `skl attach` took 44 ms of system time (the verifier, the maps\' ' +
+        'memory, page faults) where `node -e 0` takes 8, and 76 ms of user time where `node -e 0` takes 58. With no loading at ' +
+        'all, Node.js and that work alone are over 1.5×.' +
         contention(attachCpu, 1.5) +
         shrunk(attach, attachCpu, 1.5),
     });
@@ -250,7 +254,9 @@ export function checks(r: Results): Check[] {
       met: startUpMet(status, statusCpu, 1.5),
       limits:
         `${split(cli(c, 'status'))} (reading the pinned state, repairing what a crash left, the port table's 131,072 ` +
-        'entries and the 1,024 service slots read in code that runs once, before the JIT has warmed up).' +
+        'entries and the 1,024 service slots read in code that runs once, before the JIT has warmed up; formatting each port ' +
+        'list walks all 65,536 port numbers, `sortedUnique` in src/dispatcher/input.ts: ≈1-2 ms a list, two lists for one ' +
+        'attachment, measured while this was written).' +
         contention(statusCpu, 1.5) +
         shrunk(status, statusCpu, 1.5),
     });
@@ -463,9 +469,22 @@ export function renderMarkdown(r: Results): string {
       '  (CPU time 2.3–2.4×), of which ≈40 ms was loading skl\'s code: ≈70 ES modules, each resolved, read, compiled and linked,',
       '  with every built-in module any of them imports (`node:http`, `node:crypto`, …, used by the command or not), then koffi',
       '  and all its FFI declarations. Now `bin/run.js` is CommonJS, the everyday commands run from CommonJS bundles (one per',
-      '  command, esbuild), libc and libbpf functions are declared on first call:',
+      '  command, esbuild), libc and libbpf functions are declared on first call: `skl status` 1.42× (CPU time 1.59×),',
+      '  `skl attach` 1.86× (CPU time 1.86×), loading skl\'s code 18 ms of CPU time, of which koffi ≈6 ms.',
+      '- **CLI start-up, third pass** (CPU time; medians of paired differences over 50-150 interleaved rounds, skl\'s own',
+      '  part measured in-process from `bin/run.js` to its exit): the light runtime wrote through `console.log` and chose',
+      '  plain text by asking `process.stdout.isTTY`, and making `process.stdout` loads `node:stream` and ≈20 modules under it:',
+      '  now lines go out with write(2) and colours are decided from fstat (and isatty for a character device other than',
+      '  /dev/null), −4 ms for `skl status`, −6 ms for `skl detach`. Node.js 20 compiled every bundle anew at each run:',
+      '  `npm run build` now keeps V8\'s compiled code beside each bundle (`src/cli/bundle-cache.ts`), −4 ms for status, −8 ms',
+      '  for attach. `skl attach` loaded `node:child_process` and `node:net` (≈3 ms) that only `--unit` and some addresses',
+      '  use: built-in modules that Node.js does not load itself are now required where first used, −4 ms. Resolving koffi',
+      '  through its package `exports` loaded Node\'s ES module resolver: skl takes koffi from its own node_modules when it is',
+      '  there, −1.5 ms. The kernel feature probe of `skl attach` (one test program) costs ≈0.4 ms: too little to keep its answer',
+      '  in a file. In all (whole commands, paired, 80 rounds, layout 3): `skl status` −16 ms, `skl attach` −17 ms, `skl detach`',
+      '  −8 ms of CPU time. Now:',
       `  \`skl status\` ${wall('status')} (CPU time ${cpuX('status')}), \`skl attach\` ${wall('attach')} (CPU time ${cpuX('attach')}), loading skl's code`,
-      `  ${fmt(cpuMs('loadCli') - cpuMs('node'), 0)} ms${node.cpuSummary ? ' of CPU time' : ''}, of which koffi (its loader and native module) ≈6 ms; the rest is the`,
+      `  ${fmt(cpuMs('loadCli') - cpuMs('node'), 0)} ms${node.cpuSummary ? ' of CPU time' : ''}, of which koffi (its loader and native module) ≈5 ms; the rest is the`,
       '  commands\' own work ("Missed targets" above). oclif\'s own path, even bundled, stays far over the target (section 3):',
       '  the light runtime stays.',
     );
@@ -560,9 +579,9 @@ export function renderMarkdown(r: Results): string {
         `bundles, koffi and its native module), ${fmt(med(loadId) - med('node'), 0)} ms; the work itself, ${fmt(med('attach') - med(loadId), 0)} ms: finding the`,
         'socket (/proc/PID/fd, then sock_diag for the listening sockets: reading /proc/net/tcp{,6} instead walks the kernel\'s',
         'whole established-connection hash, ≈5 ms per file here and more on big machines), pidfd_getfd, the lock, a kernel',
-        'feature probe (libbpf loads a test program), creating the maps (the kernel allocates and zeroes the bucket array of',
-        'the 1,000,000-entry `host_bindings` hash, ≈10 ms, BPF_F_NO_PREALLOC notwithstanding), loading and verifying the',
-        `dispatcher, attaching and pinning it, and writing the slot.${hasCpu ? ' (CPU time: on a busy machine, wall time is' : ''}`,
+        'feature probe (libbpf loads a test program: ≈0.4 ms, too little to keep its answer in a file), creating the maps,',
+        'loading and verifying the dispatcher\'s programs (system time, most of the work: 44 ms against `node -e 0`\'s 8 when',
+        `this was written), attaching and pinning them, and writing the slot.${hasCpu ? ' (CPU time: on a busy machine, wall time is' : ''}`,
         ...(hasCpu ? ['largely waiting for a CPU.)'] : []),
         '',
       );
@@ -591,9 +610,13 @@ export function renderMarkdown(r: Results): string {
       'and every command bundled into one file (a build of the bench\'s own), far over the 1.5× target: the light runtime stays.',
       'It parses plain command lines itself and hands anything unusual to oclif\'s own parser (same errors); help,',
       'completion, doctor, apply and export run on oclif. The FFI declarations (`src/ffi/`) are made on first call, not at',
-      'import; chalk is only loaded when colours are possible (a terminal). On Node.js ≥22.1, `bin/run.js` also turns on',
-      'Node\'s compile cache, kept inside skl\'s own package (`dist/.compile-cache`), where only who can change skl\'s code',
-      'can write it; Node.js 20, measured here, lacks it.',
+      'import; chalk is only loaded when colours are possible (a terminal), and `process.stdout` is never made (a line goes',
+      'out with write(2)). A built-in module that Node.js does not load while it starts (`node:child_process`, `node:net`, …) is',
+      'required where a bundle first uses it. On Node.js ≥22.1, `bin/run.js` turns on Node\'s compile cache, kept inside',
+      'skl\'s own package (`dist/.compile-cache`), where only who can change skl\'s code can write it. Node.js 20, measured',
+      'here, lacks it: there `npm run build` keeps V8\'s compiled code for each bundle beside it (`dist/bundle/*.v8cache`,',
+      '`src/cli/bundle-cache.ts`), used only for exactly the bundle it was made from and only where nobody can write it who',
+      'could not write the bundle.',
       '',
     );
   }
