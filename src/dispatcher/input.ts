@@ -28,6 +28,8 @@ export function parsePorts(spec: string): number[] {
   const text = spec.trim();
   if (text === '') throw new UsageError('--ports is empty: give ports like 8080,9090 or ranges like 8000-8999');
   const seen = new Uint8Array(MAX_PORT + 1);
+  // few ports (the everyday case): collected and sorted, not found by a sweep of all 65,535
+  let few: number[] | undefined = [];
   for (const raw of text.split(',')) {
     const part = raw.trim();
     const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(part);
@@ -41,11 +43,17 @@ export function parsePorts(spec: string): number[] {
     }
     if (hi < lo) throw new UsageError(`invalid range ${part} in --ports: the start is above the end (did you mean ${hi}-${lo}?)`);
     seen.fill(1, lo, hi + 1);
+    if (few && few.length + hi - lo < FEW) for (let p = lo; p <= hi; p++) few.push(p);
+    else few = undefined;
   }
+  if (few) return sortedUnique(few);
   const out: number[] = [];
   for (let p = 1; p <= MAX_PORT; p++) if (seen[p]) out.push(p);
   return out;
 }
+
+/** Up to this many ports, sorting beats sweeping a 65,536-entry table (code that runs once, unoptimised). */
+const FEW = 256;
 
 function truncate(s: string): string {
   return s.length > 40 ? `${s.slice(0, 37)}...` : s;
@@ -53,7 +61,7 @@ function truncate(s: string): string {
 
 /** Distinct values, ascending. Port numbers (up to all 65,535 of them) through a bitmap: no sort. */
 function sortedUnique(ports: readonly number[]): number[] {
-  if (!ports.every((p) => Number.isInteger(p) && p >= 0 && p <= 65535)) return [...new Set(ports)].sort((a, b) => a - b);
+  if (ports.length < FEW || !ports.every((p) => Number.isInteger(p) && p >= 0 && p <= 65535)) return [...new Set(ports)].sort((a, b) => a - b);
   const seen = new Uint8Array(65536);
   for (let i = 0; i < ports.length; i++) seen[ports[i]] = 1;
   const out: number[] = [];

@@ -60,6 +60,8 @@ export const MAP_NAMES = [
 ] as const;
 /** Maps only the kernel uses (pinned with the others). */
 export const KERNEL_MAP_NAMES = ['sock_cgroup'] as const;
+/** The sk_lookup program. */
+export const PROGRAM_NAME = 'sk_dispatch';
 /** The sock_ops program that follows services across restarts (pinned as follow_prog). */
 export const FOLLOW_PROGRAM = 'sk_follow';
 /** The programs besides sk_dispatch, each left out on a kernel that cannot load it. */
@@ -79,11 +81,19 @@ export function dispatcherObjectBytes(): Buffer {
  * the netns cookie in sock_ops, 5.15; the tc programs socket storage for any socket, 5.11): on a
  * kernel that cannot load one, it is left out (absent from `loaded`) and everything else works.
  */
-export function loadDispatcher(opts: {reuseMaps?: Record<string, BpfMap>; mapsOnly?: boolean} = {}): {obj: BpfObject; follow: boolean; loaded: Set<OptionalProgram>} {
+export function loadDispatcher(
+  opts: {reuseMaps?: Record<string, BpfMap>; mapsOnly?: boolean; only?: OptionalProgram} = {},
+): {obj: BpfObject; follow: boolean; loaded: Set<OptionalProgram>} {
   const {reuseMaps} = opts;
   const load = (skip: readonly string[]): BpfObject => BpfObject.load(dispatcherObjectBytes(), {name: 'sk_dispatch.o', skipPrograms: [...skip], reuseMaps});
-  // an image of the state (a journal) needs the maps only
+  // the maps and sk_dispatch only: a new dispatcher (the others load when first needed:
+  // ensureProgram in ./store.ts), an image of the state (a journal)
   if (opts.mapsOnly) return {obj: load(OPTIONAL_PROGRAMS), follow: false, loaded: new Set()};
+  // one optional program, on the maps of a dispatcher (reuseMaps): throws when the kernel cannot load it
+  if (opts.only) {
+    const only = opts.only;
+    return {obj: load([PROGRAM_NAME, ...OPTIONAL_PROGRAMS.filter((p) => p !== only)]), follow: only === FOLLOW_PROGRAM, loaded: new Set([only])};
+  }
   const result = (obj: BpfObject, skipped: readonly string[]) => {
     const loaded = new Set(OPTIONAL_PROGRAMS.filter((p) => !skipped.includes(p)));
     return {obj, follow: loaded.has(FOLLOW_PROGRAM), loaded};

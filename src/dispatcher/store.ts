@@ -15,7 +15,7 @@ import {ensureBpffs, mkdirBpffs} from '../sys/bpffs.js';
 import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
-import {DispatcherState, KERNEL_MAP_NAMES, loadDispatcher, MAP_NAMES, type MapName, type OptionalProgram} from './state.js';
+import {DispatcherState, KERNEL_MAP_NAMES, loadDispatcher, MAP_NAMES, PROGRAM_NAME, type MapName, type OptionalProgram} from './state.js';
 import {decodeInfo, LAYOUT, SVC_F_FOLLOW, SVC_F_REMOVING, SVC_PENDING, SVC_READY} from './layout.js';
 import {pruneCgroupLinks} from './follow.js';
 import {isLegacyDir, isOlderLayoutDir, LEGACY_MAP_NAMES, LegacyState, openOlderPinned, type OlderState} from './legacy.js';
@@ -25,7 +25,7 @@ import {crashPoint} from './faults.js';
 import {JOURNAL_RE, removeJournal, repairFromJournal} from './journal.js';
 
 const BPF_SK_LOOKUP = 36;
-export const PROGRAM_NAME = 'sk_dispatch';
+export {PROGRAM_NAME};
 
 export interface StoreOptions {
   /** bpffs mount point (default /sys/fs/bpf) */
@@ -62,6 +62,36 @@ export const PROGRAM_PINS: Record<OptionalProgram, string> = {
 };
 /** A cgroup's links in a dispatcher's directory: `follow-<ino>` (sock_ops), `follow-sock-<ino>` (socket creation). */
 export const FOLLOW_LINK_RE = /^follow-(?:sock-)?(\d+)$/;
+
+/**
+ * The pin of one of a pinned dispatcher's optional programs, loaded on the maps pinned in `dir`
+ * and pinned there the first time something needs it; undefined when this kernel cannot load it.
+ * (Loading them all with the dispatcher would make every first attach pay the verifier for
+ * programs most dispatchers never use.) The caller holds the lock.
+ */
+export function ensureProgram(dir: string, program: OptionalProgram): string | undefined {
+  const pin = `${dir}/${PROGRAM_PINS[program]}`;
+  if (existsSync(pin)) return pin;
+  const maps: Record<string, BpfMap> = {};
+  try {
+    for (const n of [...MAP_NAMES, ...KERNEL_MAP_NAMES]) maps[n] = BpfMap.openPinned(`${dir}/${n}`);
+    let obj: BpfObject;
+    try {
+      obj = loadDispatcher({reuseMaps: maps, only: program}).obj;
+    } catch (error) {
+      if (error instanceof BpfError) return undefined;
+      throw error;
+    }
+    try {
+      obj.program(program).pin(pin);
+    } finally {
+      obj.close();
+    }
+    return pin;
+  } finally {
+    for (const m of Object.values(maps)) m.close();
+  }
+}
 
 /** Pin a loaded dispatcher's maps and the optional programs this kernel loaded into `dir`. */
 export function pinPrograms(obj: BpfObject, loaded: ReadonlySet<OptionalProgram>, dir: string): void {
