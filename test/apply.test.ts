@@ -1,10 +1,12 @@
 // Desired state and fleet operations: `skl apply` (plan, idempotence, prune, all-or-nothing, a
-// change under load, hostile files, --watch), `skl export` (round trip), `skl metrics --listen`
-// (parsed by a Prometheus text-format parser, moving with real connections), and the Kubernetes
-// manifests and Dockerfile (static checks).
+// change under load, hostile files and flags, --watch, the everyday form inside the namespace),
+// `skl export` (round trip), `skl metrics --listen` (parsed by a Prometheus text-format parser,
+// moving with real connections), and the Kubernetes manifests and Dockerfile (static checks).
+// "Changed nothing" is read from the raw pins, before any skl runs again (skl repairs before it
+// reads), with no repair notice after. An apply killed half-way: test/repair.test.ts.
 import test, {type ExecutionContext} from 'ava';
 import {spawn, spawnSync} from 'node:child_process';
-import {mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync} from 'node:fs';
+import {mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync} from 'node:fs';
 import {request} from 'node:http';
 import {tmpdir} from 'node:os';
 import {createInterface} from 'node:readline';
@@ -13,10 +15,10 @@ import {parse as parseYaml} from 'yaml';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import {parseDesired} from '../src/dispatcher/desired.js';
 import {createNetns, stopChild, type Netns} from './helpers/netns.js';
-import {eventually, SKL_BIN, SKL_PIN_ROOT, sklEnv, useSkl, type SklContext} from './helpers/dispatcher.js';
+import {eventually, SKL_BIN, sklEnv, useSkl, type SklContext} from './helpers/dispatcher.js';
 import {connectOnce} from './helpers/clients.js';
 import {privileged} from './helpers/privileged.js';
-import {describeRun, runSkl, startLoad, startQuietServer, stderrLines, type QuietServer} from './helpers/reliability.js';
+import {assertStateUnchanged, describeRun, runSkl, snapshotState, startLoad, startQuietServer, stderrLines, type QuietServer} from './helpers/reliability.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HOST = '127.0.0.1';
@@ -43,15 +45,6 @@ const pid = async (ns: Netns, port: number): Promise<number | string> => {
   return r.ok ? r.reply.pid : r.error;
 };
 
-/** Everything of the namespace's pinned state, byte for byte (the pins and `status --json`). */
-function pinsOf(ino: number): string[] {
-  try {
-    return readdirSync(`${SKL_PIN_ROOT}/${ino}`).sort();
-  } catch {
-    return [];
-  }
-}
-
 privileged.serial('apply: the plan, then the change, then "no changes"; export round trip; --prune', async t => {
   t.timeout(180_000);
   const {ns, sk, dir} = await setup(t);
@@ -73,12 +66,13 @@ privileged.serial('apply: the plan, then the change, then "no changes"; export r
       - {ports: all, addresses: 127.0.0.128/25}
 `,
   );
+  const beforeDry = await snapshotState(ns.path);
   const dry = await sk.ok(['apply', file, '--dry-run', '--json']);
+  await assertStateUnchanged(t, ns.path, beforeDry, 'apply --dry-run');
   const plan = dry.json as {changed: boolean; dryRun: boolean; actions: {op: string; service: string; what: string}[]; unmanaged: {service: string}[]};
   t.deepEqual(plan.actions.map(a => `${a.op}${a.what} ${a.service}`), ['+service web', '+service api']);
   t.false(plan.changed);
   t.deepEqual(plan.unmanaged.map(u => u.service), ['stray']);
-  t.deepEqual((await sk.status()).attachments.map(a => a.name), ['stray'], 'the dry run changed nothing');
 
   const first = await sk.ok(['apply', file, '--json']);
   t.like(first.json as object, {changed: true});
@@ -98,8 +92,10 @@ privileged.serial('apply: the plan, then the change, then "no changes"; export r
   t.is(exported.code, 0, describeRun(exported));
   writeFileSync(`${dir}/exported.yaml`, exported.stdout);
   t.deepEqual(parseDesired(exported.stdout).map(d => d.name).sort(), ['api', 'stray', 'web']);
+  const beforeRound = await snapshotState(ns.path);
   const round = await sk.ok(['apply', `${dir}/exported.yaml`, '--dry-run', '--json']);
   t.like(round.json as object, {changed: false, actions: []});
+  await assertStateUnchanged(t, ns.path, beforeRound, 'apply --dry-run of the exported file');
 
   // a change: one port replaced, one service dropped with --prune
   writeFileSync(file, readFileSync(file, 'utf8').replace('9000', '9001'));
@@ -112,6 +108,30 @@ privileged.serial('apply: the plan, then the change, then "no changes"; export r
   t.is(await pid(ns, 9000), 'ECONNREFUSED');
   t.is(await pid(ns, 9300), 'ECONNREFUSED');
   t.deepEqual((await sk.status()).attachments.map(a => a.name), ['api', 'web']);
+});
+
+privileged.serial('apply in the everyday form (inside the namespace, no --netns): apply, "no changes", export round trip, a change', async t => {
+  t.timeout(120_000);
+  const ns = createNetns(t);
+  const sk = useSkl(t, ns, {inside: true});
+  const dir = tempDir(t);
+  const web = await server(t, ns, 7001);
+  const file = `${dir}/services.yaml`;
+  writeFileSync(file, `services:\n  - name: web\n    target: {pid: ${web.pid}}\n    ports: "8001-8002"\n`);
+  const first = (await sk.ok(['apply', file, '--json'])).json as {changed: boolean; actions: {op: string; netns: string; service: string; detail: string}[]; unmanaged: unknown[]};
+  t.like(first, {changed: true, unmanaged: []});
+  t.deepEqual(first.actions.map(a => [a.op, a.netns, a.service]), [['+', 'this namespace', 'web']]);
+  t.regex(first.actions[0].detail, new RegExp(`\\[${web.pid}\\] 127\\.0\\.0\\.1:7001: TCP 8001-8002 @0\\.0\\.0\\.0/0$`));
+  t.is(await pid(ns, 8002), web.pid);
+  t.regex((await sk.ok(['apply', file])).stdout, /^no changes: the attached services match the file$/m);
+  const exported = await sk.ok(['export']);
+  t.false(/^netns:/m.test(exported.stdout), 'the export of the current namespace names none');
+  writeFileSync(`${dir}/exported.yaml`, exported.stdout);
+  t.like((await sk.ok(['apply', `${dir}/exported.yaml`, '--dry-run', '--json'])).json as object, {changed: false, actions: []});
+  writeFileSync(file, readFileSync(file, 'utf8').replace('8001-8002', '8002-8003'));
+  await sk.ok(['apply', file]);
+  t.deepEqual([await pid(ns, 8001), await pid(ns, 8002), await pid(ns, 8003)], ['ECONNREFUSED', web.pid, web.pid]);
+  t.deepEqual((await sk.attachment('web')).ports, [8002, 8003]);
 });
 
 privileged.serial('apply under a connection load: ports that stay never fail while bindings move, services come and go and a socket is replaced', async t => {
@@ -140,12 +160,16 @@ privileged.serial('apply under a connection load: ports that stay never fail whi
   ];
   for (const change of changes) {
     change();
+    const before = await load.mark();
     await sk.ok(['apply', file, '--prune']);
+    const after = await load.mark();
+    t.true(after.attempted > before.attempted, 'connections were made while the apply ran');
     await flowing(200);
   }
   const r = await load.stop();
   t.is(r.failed, 0, `no connection to a port that stayed failed: ${JSON.stringify(r.errors)}`);
-  t.true(r.attempted >= 1000, `${r.attempted} connections`);
+  t.is(r.succeeded, r.attempted);
+  for (let port = 8001; port <= 8010; port++) t.true((r.perPort[port]?.ok ?? 0) > 0, `port ${port} was answered`);
   t.deepEqual(Object.keys(r.byPid).sort(), [String(a1.pid), String(a2.pid)].sort(), 'only web\'s old and new process answered');
 });
 
@@ -181,34 +205,60 @@ function put(dir: string, text: string): string {
   return f;
 }
 
-privileged.serial(`hostile desired-state files (${HOSTILE.length}): each → its problem on a line, the right exit code, the state untouched`, async t => {
-  t.timeout(180_000);
+/** Every option and argument of `apply` and `export` (FILE: the files above), refused: one line, exit 2, nothing changed. */
+const FLAGS: {title: string; bad: string; args: (file: string) => string[]; says: RegExp}[] = [
+  {title: 'apply: a FILE that does not exist', bad: 'apply FILE', args: f => ['apply', `${f}.missing`], says: /no such file/},
+  {title: 'apply: no FILE', bad: 'apply FILE', args: () => ['apply'], says: /Missing 1 required arg: file/},
+  {title: 'apply --netns: a path that does not exist', bad: 'apply --netns', args: f => ['apply', f, '--netns', '/nonexistent/netns'], says: /--netns \/nonexistent\/netns: cannot open it/},
+  {title: 'apply --netns: not a namespace file', bad: 'apply --netns', args: f => ['apply', f, '--netns', '/etc/hostname'], says: /--netns \/etc\/hostname: not a network namespace file/},
+  {title: 'apply --interval 0', bad: 'apply --interval', args: f => ['apply', f, '--watch', '--interval', '0'], says: /--interval.*greater than or equal to 1/},
+  {title: 'apply --interval soon', bad: 'apply --interval', args: f => ['apply', f, '--watch', '--interval', 'soon'], says: /--interval.*integer/},
+  {title: 'apply --watch --dry-run', bad: 'apply --watch', args: f => ['apply', f, '--watch', '--dry-run'], says: /--watch and --dry-run do not go together/},
+  {title: 'export --netns: a path that does not exist', bad: 'export --netns', args: () => ['export', '--netns', '/nonexistent/netns'], says: /--netns \/nonexistent\/netns: cannot open it/},
+];
+
+test('hostile flags: every option and argument of apply and export, as the CLI itself declares them, has a case that is refused', t => {
+  const manifest = JSON.parse(readFileSync(`${ROOT}oclif.manifest.json`, 'utf8')) as {commands: Record<string, {flags: Record<string, {type: string}>; args: Record<string, unknown>}>};
+  const surface: string[] = [];
+  for (const id of ['apply', 'export']) {
+    for (const [flag, f] of Object.entries(manifest.commands[id].flags)) if (f.type === 'option') surface.push(`${id} --${flag}`);
+    for (const arg of Object.keys(manifest.commands[id].args)) surface.push(`${id} ${arg.toUpperCase()}`);
+  }
+  t.true(surface.includes('apply --netns') && surface.includes('apply FILE'), surface.join(', '));
+  t.deepEqual(surface.filter(v => !FLAGS.some(f => f.bad === v)), [], 'values no refused case attacks');
+});
+
+privileged.serial(`hostile desired-state files (${HOSTILE.length}) and flags (${FLAGS.length}): each → its problem on a line, the right exit code, the state untouched`, async t => {
+  t.timeout(300_000);
   const {ns, sk, dir} = await setup(t);
   const s = await server(t, ns, 7001);
   await sk.ok(['attach', '--pid', String(s.pid), '--name', 'keep', '--ports', '8001']);
-  const before = JSON.stringify(await sk.status());
-  const pins = pinsOf(sk.ino);
+  const before = await snapshotState(ns.path);
+  const refused = async (what: string, args: string[], code: number, says: RegExp, ownNetns = false): Promise<void> => {
+    const r = await runSkl(args, {netns: ownNetns ? undefined : ns.path});
+    // the raw pins first (before any skl runs again), then no repair notice and the same status
+    await assertStateUnchanged(t, ns.path, before, what);
+    t.is(r.code, code, `${what}: ${describeRun(r)}`);
+    const lines = stderrLines(r);
+    t.true(lines.length >= 1 && lines.every(l => l.startsWith('error: ')), `${what}: ${r.stderr}`);
+    t.true(lines.some(l => says.test(l)), `${what}: ${r.stderr}`);
+    t.false(/\n\s+at /.test(r.stderr), `${what}: no stack trace`);
+  };
   for (const h of HOSTILE) {
     const sub = mkdtempSync(`${dir}/h-`);
     const file = h.title === 'a process that does not exist' ? put(sub, `services:\n  - name: x\n    target: {pid: 4194300}\n    ports: "1"\n`) : h.file(sub, s.pid);
     // an invalid file never changes anything, not even with --prune (which would detach "keep")
-    for (const args of h.code === 2 ? [['apply', file], ['apply', file, '--prune']] : [['apply', file]]) {
-      const r = await runSkl(args, {netns: ns.path});
-      t.is(r.code, h.code, `${h.title}: ${describeRun(r)}`);
-      const lines = stderrLines(r);
-      t.true(lines.length >= 1 && lines.every(l => l.startsWith('error: ')), `${h.title}: ${r.stderr}`);
-      t.true(lines.some(l => h.says.test(l)), `${h.title}: ${r.stderr}`);
-      t.false(/\n\s+at /.test(r.stderr), `${h.title}: no stack trace`);
-      t.is(JSON.stringify(await sk.status()), before, `${h.title}: state untouched`);
-      t.deepEqual(pinsOf(sk.ino), pins);
-    }
+    for (const args of h.code === 2 ? [['apply', file], ['apply', file, '--prune']] : [['apply', file]]) await refused(`${h.title} (${args.slice(2).join(' ')})`, args, h.code, h.says);
+  }
+  const good = put(dir, `services:\n  - name: web\n    target: {pid: ${s.pid}}\n    ports: "8600"\n`);
+  for (const f of FLAGS) {
+    const args = f.args(good);
+    await refused(f.title, args, 2, f.says, args.includes('--netns'));
   }
   // all or nothing: one good entry and one bad one → the good one is not applied either
   const mixed = put(dir, `services:\n  - name: good\n    target: {pid: ${s.pid}}\n    ports: "8500"\n  - name: bad\n    target: {pid: 4194300}\n    ports: "8501"\n`);
-  const r = await runSkl(['apply', mixed], {netns: ns.path});
-  t.is(r.code, 1, describeRun(r));
+  await refused('one good entry and one bad one', ['apply', mixed], 1, /line 5: service bad: process 4194300 does not exist/);
   t.is(await pid(ns, 8500), 'ECONNREFUSED', 'the good entry was not applied');
-  t.is(JSON.stringify(await sk.status()), before);
 });
 
 privileged.serial('apply --watch: an edited file (replaced, as a ConfigMap update does) is applied; SIGTERM exits 0', async t => {

@@ -239,3 +239,241 @@ for (const point of ['attach:pending', 'attach:socket-stored', 'attach:ports-wri
     t.deepEqual(await answers(ns, [8001, 8002]), [s.pid, s.pid]);
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// skl apply: its intent is recorded before its first change (a pinned record beside the
+// dispatcher, <ino>-apply-<pid>); killed at any step, the next skl finishes it from the record
+// (rolls it forward: src/dispatcher/apply-journal.ts says why) and says so in one notice
+// ---------------------------------------------------------------------------------------------
+
+// (the imports of this section; ES imports are hoisted)
+import {mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {parse as parseYaml} from 'yaml';
+import {modeOf, pinnedState} from './helpers/reliability.js';
+import {enter, SKL_PIN_ROOT} from './helpers/dispatcher.js';
+import {BpfMap} from '../src/bpf/map.js';
+import {Netns as SklNetns} from '../src/sys/netns.js';
+import {writeApplyRecord} from '../src/dispatcher/apply-journal.js';
+
+/** The apply records of a namespace in skl's bpffs root, read raw. */
+const applyRecordsOf = (ino: number): string[] => readdirSync(SKL_PIN_ROOT).filter(e => e.startsWith(`${ino}-apply-`)).sort();
+
+/** Ports probed in the window, in this order. */
+const PROBED = [8001, 8002, 8003, 8004, 8005, 8101, 8102, 8200, 8400, 8301, 8302];
+/** Ports bound before and after the apply: answered at every moment, by the old or the new owner. */
+const STAYING = [8001, 8002, 8003, 8101, 8200];
+
+type Who = 'a1' | 'a2' | 'b' | 'f' | 'c' | 'e' | 'R';
+
+interface ApplyScene {
+  ns: Netns;
+  sk: SklContext;
+  file: string;
+  pids: Record<Exclude<Who, 'R'>, number>;
+  servers: Record<Exclude<Who, 'R'>, QuietServer>;
+  who: (w: Who) => number | string;
+}
+
+/**
+ * Before: web (process a1) on 8001-8004, api (b) on 8101 and 8200, stray1 (c) on 8301, stray2 (e)
+ * on 8302. The file: web moves to process a2 (its socket replaced in place) and gives up 8004 for
+ * 8005; api adds 8102 and hands 8200 to a new service, new (f), which also gets 8400; the strays
+ * are not mentioned (pruned with --prune). Every step of apply has something to do, most of them
+ * twice, so a crash "after the first" leaves it truly half done.
+ */
+async function applyScene(t: ExecutionContext): Promise<ApplyScene> {
+  const {ns, sk} = await setup(t);
+  const dir = mkdtempSync(`${tmpdir()}/skl-apply-crash-`);
+  t.teardown(() => rmSync(dir, {recursive: true, force: true}));
+  const servers = {
+    a1: await server(t, ns, 7001, V4),
+    a2: await server(t, ns, 7011, V4),
+    b: await server(t, ns, 7002, V4),
+    f: await server(t, ns, 7005, V4),
+    c: await server(t, ns, 7003, V4),
+    e: await server(t, ns, 7004, V4),
+  };
+  const pids = Object.fromEntries(Object.entries(servers).map(([k, s]) => [k, s.pid])) as ApplyScene['pids'];
+  await sk.ok(['attach', '--pid', String(pids.a1), '--name', 'web', '--ports', '8001-8004']);
+  await sk.ok(['attach', '--pid', String(pids.b), '--name', 'api', '--ports', '8101,8200']);
+  await sk.ok(['attach', '--pid', String(pids.c), '--name', 'stray1', '--ports', '8301']);
+  await sk.ok(['attach', '--pid', String(pids.e), '--name', 'stray2', '--ports', '8302']);
+  const file = `${dir}/services.yaml`;
+  writeFileSync(
+    file,
+    `services:
+  - name: web
+    target: {pid: ${pids.a2}}
+    ports: "8001-8003, 8005"
+  - name: api
+    target: {pid: ${pids.b}}
+    ports: "8101-8102"
+  - name: new
+    target: {pid: ${pids.f}}
+    ports: "8200, 8400"
+`,
+  );
+  return {ns, sk, file, pids, servers, who: w => (w === 'R' ? R : pids[w])};
+}
+
+/** What `skl export` says is attached: name, pid, ports. */
+async function exported(ns: Netns): Promise<[string, number, string][]> {
+  const r = await runSkl(['export'], {netns: ns.path});
+  if (r.code !== 0) throw new Error(describeRun(r));
+  return (parseYaml(r.stdout) as {services: {name: string; target: {pid: number}; ports: string}[]}).services.map(s => [s.name, s.target.pid, s.ports]);
+}
+
+/** The state the file asks for (with --prune): what the next skl must leave after any crash. */
+async function assertAsFile(t: ExecutionContext, s: ApplyScene, prune: boolean): Promise<void> {
+  const {pids} = s;
+  t.deepEqual(await answers(s.ns, PROBED), (['a2', 'a2', 'a2', 'R', 'a2', 'b', 'b', 'f', 'f', prune ? 'R' : 'c', prune ? 'R' : 'e'] as Who[]).map(s.who), 'traffic goes where the file says');
+  t.deepEqual(await exported(s.ns), [
+    ['api', pids.b, '8101-8102'],
+    ['new', pids.f, '8200,8400'],
+    ...(prune ? [] : [['stray1', pids.c, '8301'], ['stray2', pids.e, '8302']] as [string, number, string][]),
+    ['web', pids.a2, '8001-8003,8005'],
+  ], 'skl export: exactly the services of the file');
+  const dry = await runSkl(['apply', s.file, '--dry-run', '--json', ...(prune ? ['--prune'] : [])], {netns: s.ns.path});
+  t.is(dry.code, 0, describeRun(dry));
+  t.deepEqual(stderrLines(dry), [], 'nothing left to repair');
+  t.like(dry.json as object, {changed: false, actions: []}, 'apply --dry-run: no changes');
+  t.deepEqual(applyRecordsOf(s.sk.ino), [], 'no apply record left');
+  assertConsistent(t, s.sk.ino);
+}
+
+const APPLY_POINTS: {point: string; window: Who[]; alsoRepaired?: string}[] = [
+  //                                 8001  8002  8003  8004  8005  8101 8102 8200 8400 8301 8302
+  {point: 'apply:recorded', window: ['a1', 'a1', 'a1', 'a1', 'R', 'b', 'R', 'b', 'R', 'c', 'e']},
+  {point: 'apply:sockets-replaced', window: ['a2', 'a2', 'a2', 'a2', 'R', 'b', 'R', 'b', 'R', 'c', 'e']},
+  // web's bindings added, api's not yet
+  {point: 'apply:bindings-added', window: ['a2', 'a2', 'a2', 'a2', 'a2', 'b', 'R', 'b', 'R', 'c', 'e']},
+  // api's too; new half written (pending, so its 8400 steers nowhere yet): 8200 is still api's, never unbound
+  {point: 'attach:ports-written', window: ['a2', 'a2', 'a2', 'a2', 'a2', 'b', 'b', 'b', 'R', 'c', 'e'], alsoRepaired: 'rolled back new, left half-made by an interrupted skl'},
+  // new written, and 8200 taken over from api in one store
+  {point: 'apply:service-added', window: ['a2', 'a2', 'a2', 'a2', 'a2', 'b', 'b', 'f', 'f', 'c', 'e']},
+  // web's 8004 removed
+  {point: 'apply:bindings-removed', window: ['a2', 'a2', 'a2', 'R', 'a2', 'b', 'b', 'f', 'f', 'c', 'e']},
+  // stray1 detached, stray2 not yet
+  {point: 'apply:service-removed', window: ['a2', 'a2', 'a2', 'R', 'a2', 'b', 'b', 'f', 'f', 'R', 'e']},
+  // everything done, the record not yet removed
+  {point: 'apply:applied', window: ['a2', 'a2', 'a2', 'R', 'a2', 'b', 'b', 'f', 'f', 'R', 'R']},
+];
+
+for (const {point, window, alsoRepaired} of APPLY_POINTS) {
+  privileged.serial(`repair: skl apply --prune SIGKILLed at ${point} → ports that stay are served in the window; the next skl finishes the apply, says so, and the state is the file's`, async t => {
+    t.timeout(180_000);
+    const s = await applyScene(t);
+    const crashed = await runSkl(['apply', s.file, '--prune'], {netns: s.ns.path, env: {SKL_TEST_CRASH_AT: point}});
+    t.is(crashed.signal, 'SIGKILL', `skl killed itself at ${point}: ${describeRun(crashed)}`);
+    // the record, read raw: written before the first change, root's only
+    const records = applyRecordsOf(s.sk.ino);
+    t.deepEqual(records, [`${s.sk.ino}-apply-${crashed.pid}`], 'the apply record beside the dispatcher');
+    t.like(modeOf(`${SKL_PIN_ROOT}/${records[0]}`), {mode: 0o600, uid: 0});
+    // the window, before any skl runs: ports that stay are answered, the others go where the state before or after sends them
+    const seen = await answers(s.ns, PROBED);
+    for (const port of STAYING) t.not(seen[PROBED.indexOf(port)], R, `port ${port} stays bound: served at every moment`);
+    t.deepEqual(seen, window.map(s.who), `who answers each port in the window after ${point}`);
+
+    const notice = `finished an apply of ${s.file} --prune an interrupted skl had started (pid ${crashed.pid})`;
+    if (alsoRepaired === undefined) await repairedWith(t, s.ns, notice);
+    else {
+      // a step's own repair first (the half-written service), then the apply finished
+      const next = await runSkl(['status', '--json'], {netns: s.ns.path});
+      t.deepEqual(stderrLines(next), [`notice: ${alsoRepaired}`, `notice: ${notice}`], describeRun(next));
+    }
+    await assertAsFile(t, s, true);
+  });
+}
+
+privileged.serial('repair: skl apply without --prune SIGKILLed half-way → the next skl finishes it and leaves the services the file does not mention', async t => {
+  t.timeout(180_000);
+  const s = await applyScene(t);
+  const crashed = await runSkl(['apply', s.file], {netns: s.ns.path, env: {SKL_TEST_CRASH_AT: 'apply:service-added'}});
+  t.is(crashed.signal, 'SIGKILL', describeRun(crashed));
+  await repairedWith(t, s.ns, `finished an apply of ${s.file} an interrupted skl had started (pid ${crashed.pid})`);
+  await assertAsFile(t, s, false);
+});
+
+privileged.serial('repair: skl apply --prune in the everyday form (inside the namespace, no --netns) SIGKILLed half-way → skl status there finishes it and says so', async t => {
+  t.timeout(180_000);
+  const s = await applyScene(t);
+  const crashed = await runSkl(['apply', s.file, '--prune'], {wrap: enter(s.ns.path), env: {SKL_TEST_CRASH_AT: 'apply:bindings-removed'}});
+  t.is(crashed.signal, 'SIGKILL', describeRun(crashed));
+  t.deepEqual(applyRecordsOf(s.sk.ino), [`${s.sk.ino}-apply-${crashed.pid}`]);
+  const next = await runSkl(['status', '--json'], {wrap: enter(s.ns.path)});
+  t.is(next.code, 0, describeRun(next));
+  t.deepEqual(stderrLines(next), [`notice: finished an apply of ${s.file} --prune an interrupted skl had started (pid ${crashed.pid})`]);
+  await assertAsFile(t, s, true);
+});
+
+privileged.serial('repair: an apply killed before its first change whose new target then exits → the next skl applies the rest and names what it could not', async t => {
+  t.timeout(180_000);
+  const s = await applyScene(t);
+  const crashed = await runSkl(['apply', s.file, '--prune'], {netns: s.ns.path, env: {SKL_TEST_CRASH_AT: 'apply:recorded'}});
+  t.is(crashed.signal, 'SIGKILL', describeRun(crashed));
+  await s.servers.f.stop();
+  const next = await runSkl(['status', '--json'], {netns: s.ns.path});
+  t.is(next.code, 0, describeRun(next));
+  t.deepEqual(stderrLines(next), [
+    `notice: finished an apply of ${s.file} --prune an interrupted skl had started (pid ${crashed.pid}), except: line 8: service new: process ${s.pids.f} does not exist; run skl apply again once that is fixed`,
+  ]);
+  // the rest of the file: web and api as it says (api has given 8200 up), the strays pruned; no new
+  t.deepEqual(await answers(s.ns, PROBED), (['a2', 'a2', 'a2', 'R', 'a2', 'b', 'b', 'R', 'R', 'R', 'R'] as Who[]).map(s.who));
+  t.deepEqual((await exported(s.ns)).map(([name]) => name), ['api', 'web']);
+  t.deepEqual(applyRecordsOf(s.sk.ino), []);
+  assertConsistent(t, s.sk.ino);
+});
+
+privileged.serial('repair: an apply of two namespaces killed before its first change → each namespace is finished by the next skl acting on it', async t => {
+  t.timeout(180_000);
+  const a = await setup(t);
+  const b = await setup(t);
+  const sa = await server(t, a.ns, 7001, V4);
+  const sb = await server(t, b.ns, 7001, V4);
+  const dir = mkdtempSync(`${tmpdir()}/skl-apply-crash-`);
+  t.teardown(() => rmSync(dir, {recursive: true, force: true}));
+  const file = `${dir}/two.yaml`;
+  writeFileSync(file, `namespaces:\n  - netns: ${a.ns.path}\n    services: [{name: web, target: {pid: ${sa.pid}}, ports: "8001"}]\n  - netns: ${b.ns.path}\n    services: [{name: web, target: {pid: ${sb.pid}}, ports: "8002"}]\n`);
+  const crashed = await runSkl(['apply', file], {env: {SKL_TEST_CRASH_AT: 'apply:recorded'}});
+  t.is(crashed.signal, 'SIGKILL', describeRun(crashed));
+  t.deepEqual(applyRecordsOf(a.sk.ino), [`${a.sk.ino}-apply-${crashed.pid}`], 'a record for each namespace before any change');
+  t.deepEqual(applyRecordsOf(b.sk.ino), [`${b.sk.ino}-apply-${crashed.pid}`]);
+  t.deepEqual([await answer(a.ns, 8001), await answer(b.ns, 8002)], [R, R], 'nothing changed yet');
+  for (const [x, port, pid] of [[a, 8001, sa.pid], [b, 8002, sb.pid]] as const) {
+    const next = await runSkl(['status', '--json'], {netns: x.ns.path});
+    t.deepEqual(stderrLines(next), [`notice: finished an apply of ${file} an interrupted skl had started (pid ${crashed.pid})`], describeRun(next));
+    t.is(await answer(x.ns, port), pid);
+    t.deepEqual(applyRecordsOf(x.sk.ino), []);
+  }
+});
+
+privileged.serial('repair: an apply record of an earlier namespace with the same inode, or one skl cannot read, is discarded with a notice and never applied', async t => {
+  t.timeout(120_000);
+  const {ns, sk} = await setup(t);
+  const web = await server(t, ns, 7001, V4);
+  await sk.ok(['attach', '--pid', String(web.pid), '--name', 'web', '--ports', '8001']);
+  const before = pinnedState(sk.ino);
+  // a record that would detach everything (--prune, no services), written for another namespace's cookie
+  const own = SklNetns.open(ns.path);
+  try {
+    writeApplyRecord({bpffsRoot: '/sys/fs/bpf', netns: own}, {file: '/elsewhere.yaml', prune: true, services: [], netnsCookie: '1'});
+  } finally {
+    own.close();
+  }
+  const stale = await runSkl(['status', '--json'], {netns: ns.path});
+  t.deepEqual(stderrLines(stale), [`notice: discarded the record of an apply of /elsewhere.yaml an interrupted skl (pid ${process.pid}) had started in an earlier network namespace with this inode (${sk.ino})`], describeRun(stale));
+  t.deepEqual(pinnedState(sk.ino), before, 'nothing applied');
+  // a pin under a record's name that is no record (another map)
+  const m = BpfMap.openPinned(`${SKL_PIN_ROOT}/${sk.ino}/skl_info`);
+  try {
+    m.pin(`${SKL_PIN_ROOT}/${sk.ino}-apply-1`);
+  } finally {
+    m.close();
+  }
+  const odd = await runSkl(['status', '--json'], {netns: ns.path});
+  t.deepEqual(stderrLines(odd), ['notice: discarded an apply record an interrupted skl (pid 1) left that this skl cannot read (not an apply record); run skl apply again'], describeRun(odd));
+  t.deepEqual(pinnedState(sk.ino), before, 'nothing applied');
+  t.deepEqual(applyRecordsOf(sk.ino), []);
+  t.is(await answer(ns, 8001), web.pid, 'web still served');
+});

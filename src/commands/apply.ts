@@ -6,7 +6,8 @@ import {chalk} from '../cli/color.js';
 import {netnsFlag, jsonFlag} from '../cli/flags.js';
 import {dim, note} from '../cli/render.js';
 import {STOP_SIGNALS} from '../cli/signals.js';
-import {ApplyRefused, applyFile, DesiredStateError, type ApplyReport} from '../dispatcher/apply.js';
+import {ApplyRefused, applyFile, type ApplyReport} from '../dispatcher/apply.js';
+import {DesiredStateError} from '../dispatcher/desired.js';
 import {UsageError} from '../sys/errors.js';
 
 export default class Apply extends SklCommand {
@@ -14,7 +15,8 @@ export default class Apply extends SklCommand {
   static override description =
     'The whole file is validated first (schema, ports, prefixes, targets, conflicts between entries and with what is attached); ' +
     'if anything is wrong nothing changes (exit 2 for an invalid file, 1 for a refused change), one line per problem. Then each ' +
-    'namespace changes in one locked transaction, only what differs, never dropping a connection to a port that stays. ' +
+    'namespace changes in one locked transaction, only what differs, never dropping a connection to a port that stays; ' +
+    'an apply killed half-way is finished by the next skl acting on the namespace (any command). ' +
     'Services the file does not mention are left alone (and listed) unless --prune.';
   static override examples = [
     {command: '<%= config.bin %> apply /etc/skl/services.yaml --dry-run', description: 'the plan (+ add, - remove, ~ change), changing nothing'},

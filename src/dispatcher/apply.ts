@@ -4,24 +4,28 @@
  * the hijack guard — and nothing changes if anything is wrong. Then each namespace changes in one
  * locked transaction, only what differs, in an order that never drops a connection to a port that
  * stays: sockets replaced in place, bindings added before bindings removed (a binding that moves
- * to another service moves in one step), services removed last. `skl export` writes the file that
+ * to another service moves in one store: the new owner overwrites it), services removed last.
+ * Crash-safe as a whole: before its first change apply records its intent, and an apply killed
+ * half-way is finished by the next skl (./apply-journal.ts). `skl export` writes the file that
  * describes what is attached.
  */
 import {closeSync} from 'node:fs';
-import {stringify} from 'yaml';
+import {resolve as resolvePath} from 'node:path';
 import {SklError, UsageError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import {Netns} from '../sys/netns.js';
 import type {Proto} from '../sys/sockets.js';
 import {addBindings, bindingId, bindingsOf, bindingText, groupBindings, portsText, readBindings, removeBindings, type Binding, type BindingSpec} from './bindings.js';
 import {plannedBindings, type CommonOptions} from './attach.js';
-import {readDesired, DesiredStateError, type DesiredService} from './desired.js';
+import type {DesiredService} from './desired.js';
+import {crashPoint, type CrashPoint} from './faults.js';
 import {MAX_SERVICES, prefixText, SVC_READY} from './layout.js';
 import {checkHijack, closeAll, DEFAULT_NETNS, legacyClaims, openAll, ownSockets, servicesByName, type ServiceRef} from './namespace.js';
 import {releaseService, removeService, replaceSockets, serviceMeta, socketText, takeService, writeNewService, type TakenService} from './services.js';
 import type {DispatcherState} from './state.js';
 import {lockPathOf, Store, type StoreOptions} from './store.js';
 import {resolveTarget} from './targets.js';
+import {removeApplyRecord, writeApplyRecord} from './apply-journal.js';
 
 export interface ApplyOptions extends StoreOptions {
   /** the namespace of entries that name none (default: the caller's) */
@@ -29,6 +33,8 @@ export interface ApplyOptions extends StoreOptions {
   dryRun?: boolean;
   /** detach services the file does not mention */
   prune?: boolean;
+  /** the file the desired state came from (for the notice of a repair) */
+  file?: string;
 }
 
 export interface ApplyAction {
@@ -68,6 +74,12 @@ interface ServicePlan {
   recreate: boolean;
 }
 
+/** A reason not to apply: of one service of the file, or of the whole namespace (no service). */
+interface Problem {
+  service?: string;
+  text: string;
+}
+
 interface NsPlan {
   ns: Netns;
   store: Store;
@@ -75,6 +87,7 @@ interface NsPlan {
   services: ServicePlan[];
   prune: ServiceRef[];
   actions: ApplyAction[];
+  problems: Problem[];
 }
 
 const label = (ns: Netns): string => (ns.path === DEFAULT_NETNS ? 'this namespace' : ns.path);
@@ -85,10 +98,14 @@ function summarize(list: readonly BindingSpec[]): string[] {
 
 /** Apply a desired-state file. */
 export async function applyFile(file: string, opts: ApplyOptions = {}): Promise<ApplyReport> {
-  return apply(readDesired(file), opts);
+  // the YAML parser is loaded by apply only, not by every skl that may repair an interrupted apply
+  const {readDesired} = await import('./desired.js');
+  return apply(readDesired(file), {file: resolvePath(file), ...opts});
 }
 
 export async function apply(desired: DesiredService[], opts: ApplyOptions = {}): Promise<ApplyReport> {
+  // a bad --netns is bad input (exit 2), as for every command, even when no entry ends up there
+  if (opts.netns !== undefined) Netns.open(opts.netns).close();
   const byNs = new Map<string, DesiredService[]>();
   for (const d of desired) {
     const path = d.netns || opts.netns || DEFAULT_NETNS;
@@ -113,7 +130,9 @@ export async function apply(desired: DesiredService[], opts: ApplyOptions = {}):
       namespaces.push(ns);
       const store = new Store(ns, opts);
       store.repairNow();
-      plans.push(planNamespace(ns, store, list, opts, problems));
+      const plan = planNamespace(ns, store, list, opts.prune ?? false);
+      plans.push(plan);
+      problems.push(...plan.problems.map((p) => p.text));
     }
     for (const p of plans) notices.push(...p.store.notices);
     const report: ApplyReport = {
@@ -125,16 +144,74 @@ export async function apply(desired: DesiredService[], opts: ApplyOptions = {}):
     };
     if (problems.length) throw new ApplyRefused(problems);
     if (opts.dryRun) return report;
-    for (const p of plans) execute(p);
+    const changing = plans.filter((p) => p.actions.length > 0);
+    // the intent of every namespace recorded before the first change of any: an apply killed
+    // half-way is finished by the next skl in each namespace (./apply-journal.ts)
+    const records = new Map<NsPlan, string>();
+    try {
+      for (const p of changing) {
+        records.set(p, writeApplyRecord(p.store, {file: opts.file ?? 'a desired state', prune: opts.prune ?? false, services: byNs.get(p.ns.path) ?? []}));
+      }
+    } catch (error) {
+      for (const r of records.values()) removeApplyRecord(r);
+      throw error;
+    }
+    crashPoint('apply:recorded');
+    for (const p of changing) {
+      try {
+        execute(p);
+      } catch (error) {
+        // finish what can be finished now, as the next skl would; if that fails too, the record is left for it
+        try {
+          rollForward(p.store, byNs.get(p.ns.path) ?? [], opts.prune ?? false);
+          removeApplyRecord(records.get(p)!);
+        } catch {
+          // the next skl finishes it
+        }
+        throw error;
+      }
+      crashPoint('apply:applied');
+      removeApplyRecord(records.get(p)!);
+    }
     report.changed = report.actions.length > 0;
     return report;
   } finally {
-    for (const p of plans) {
-      for (const s of p.services) releaseService(s.t);
-      closeAll(p.all);
-    }
+    for (const p of plans) release(p);
     for (const ns of namespaces) ns.close();
     closeSync(fd);
+  }
+}
+
+function release(p: NsPlan): void {
+  for (const s of p.services) releaseService(s.t);
+  closeAll(p.all);
+}
+
+/**
+ * Finish an interrupted apply (the next skl, under the lock, from its record): plan the recorded
+ * desired state against what is there now and make what still differs. A service that cannot be
+ * applied now (its process gone, say) is left as it is and reported; the others are applied.
+ * Services the record names are never pruned.
+ */
+export function rollForward(store: Store, desired: readonly DesiredService[], prune: boolean): {skipped: string[]} {
+  const keep = new Set(desired.map((d) => d.name));
+  const skipped: string[] = [];
+  let list = [...desired];
+  for (;;) {
+    const plan = planNamespace(store.netns, store, list, prune, keep);
+    try {
+      const whole = plan.problems.filter((p) => p.service === undefined);
+      if (whole.length) throw new SklError(whole.map((p) => p.text).join('; '));
+      if (plan.problems.length === 0) {
+        execute(plan);
+        return {skipped};
+      }
+      const bad = new Set(plan.problems.map((p) => p.service));
+      skipped.push(...plan.problems.map((p) => p.text));
+      list = list.filter((d) => !bad.has(d.name));
+    } finally {
+      release(plan);
+    }
   }
 }
 
@@ -143,17 +220,20 @@ function unmanaged(p: NsPlan): {netns: string; service: string}[] {
   return [...servicesByName(p.all).values()].filter((r) => !mentioned.has(r.record.name)).map((r) => ({netns: p.ns.path, service: r.record.name}));
 }
 
-function planNamespace(ns: Netns, store: Store, desired: DesiredService[], opts: ApplyOptions, problems: string[]): NsPlan {
-  const plan: NsPlan = {ns, store, all: [], services: [], prune: [], actions: []};
+/** `keep`: names never pruned (default: the desired services'). */
+function planNamespace(ns: Netns, store: Store, desired: readonly DesiredService[], prune: boolean, keep = new Set(desired.map((d) => d.name))): NsPlan {
+  const plan: NsPlan = {ns, store, all: [], services: [], prune: [], actions: [], problems: []};
+  const problem = (d: DesiredService | undefined, text: string): void => {
+    plan.problems.push({service: d?.name, text});
+  };
   const where = label(ns);
   try {
     plan.all = openAll(store);
   } catch (error) {
-    problems.push((error as Error).message);
+    problem(undefined, (error as Error).message);
     return plan;
   }
   const current = servicesByName(plan.all);
-  const wanted = new Set(desired.map((d) => d.name));
   // who claims what in the file: two entries may not claim the same binding
   const claimedBy = new Map<string, DesiredService>();
   for (const d of desired) {
@@ -162,20 +242,20 @@ function planNamespace(ns: Netns, store: Store, desired: DesiredService[], opts:
     try {
       pid = resolveTarget(d.target, d.protos, d.listeners);
     } catch (error) {
-      problems.push(`${at}: ${(error as Error).message}`);
+      problem(d, `${at}: ${(error as Error).message}`);
       continue;
     }
     let t: TakenService;
     try {
       t = takeService({pid, protos: d.protos, fds: d.fds, listeners: d.listeners});
     } catch (error) {
-      problems.push(`${at}: ${(error as Error).message}`);
+      problem(d, `${at}: ${(error as Error).message}`);
       continue;
     }
     const sp: ServicePlan = {d, t, list: [], add: [], remove: [], socketsChanged: false, recreate: false};
     plan.services.push(sp);
     if (t.netnsIno !== undefined && t.netnsIno !== ns.ino) {
-      problems.push(`${at}: the sockets of process ${pid} belong to another network namespace than ${ns.path === DEFAULT_NETNS ? 'this one' : ns.path}; give netns: /proc/${pid}/ns/net`);
+      problem(d, `${at}: the sockets of process ${pid} belong to another network namespace than ${ns.path === DEFAULT_NETNS ? 'this one' : ns.path}; give netns: /proc/${pid}/ns/net`);
       continue;
     }
     try {
@@ -185,19 +265,19 @@ function planNamespace(ns: Netns, store: Store, desired: DesiredService[], opts:
         for (const x of plannedBindings(b.protos, t.dests, b.addresses, b.ports)) sp.list.push(x);
       }
     } catch (error) {
-      problems.push(`${at}: ${(error as Error).message}`);
+      problem(d, `${at}: ${(error as Error).message}`);
       continue;
     }
     const dup = new Set<string>();
     sp.list = sp.list.filter((b) => (dup.has(bindingId(b)) ? false : (dup.add(bindingId(b)), true)));
     for (const b of sp.list) {
       const other = claimedBy.get(bindingId(b));
-      if (other) problems.push(`${at}: ${bindingText(b)} is also claimed by service ${other.name} (line ${other.line})`);
+      if (other) problem(d, `${at}: ${bindingText(b)} is also claimed by service ${other.name} (line ${other.line})`);
       else claimedBy.set(bindingId(b), d);
     }
     const existing = current.get(d.name);
     if (existing?.state.kind === 'foreground') {
-      problems.push(`${at}: ${d.name} is a foreground service of skl process ${existing.record.ownerPid}; stop it or rename the entry`);
+      problem(d, `${at}: ${d.name} is a foreground service of skl process ${existing.record.ownerPid}; stop it or rename the entry`);
       continue;
     }
     sp.existing = existing;
@@ -226,9 +306,9 @@ function planNamespace(ns: Netns, store: Store, desired: DesiredService[], opts:
     for (const g of summarize(sp.add)) plan.actions.push({op: '+', netns: where, service: d.name, what: 'binding', detail: g});
     for (const g of summarize(sp.remove)) plan.actions.push({op: '-', netns: where, service: d.name, what: 'binding', detail: g});
   }
-  if (opts.prune) {
+  if (prune) {
     for (const ref of current.values()) {
-      if (wanted.has(ref.record.name) || ref.state.kind !== 'pinned') continue;
+      if (keep.has(ref.record.name) || ref.state.kind !== 'pinned') continue;
       plan.prune.push(ref);
       plan.actions.push({op: '-', netns: where, service: ref.record.name, what: 'service', detail: `${ref.record.comm}[${ref.record.pid}]`});
     }
@@ -254,12 +334,12 @@ function planNamespace(ns: Netns, store: Store, desired: DesiredService[], opts:
     for (const b of sp.add) {
       const o = owners.get(bindingId(b));
       if (o && o.ref.record.name !== sp.d.name && !losing.has(`${o.ref.record.id}|${bindingId(b)}`)) {
-        problems.push(`${at}: ${bindingText(b)} already belongs to ${o.ref.record.name}${o.ref.state.kind === 'foreground' ? ` (foreground, skl process ${o.ref.record.ownerPid})` : ' (not in the file: use --prune, or remove it there)'}`);
+        problem(sp.d, `${at}: ${bindingText(b)} already belongs to ${o.ref.record.name}${o.ref.state.kind === 'foreground' ? ` (foreground, skl process ${o.ref.record.ownerPid})` : ' (not in the file: use --prune, or remove it there)'}`);
         break;
       }
       const l = legacy.find((x) => x.bindings.has(bindingId(b)));
       if (l) {
-        problems.push(`${at}: ${bindingText(b)} already belongs to ${l.name}, a foreground attachment of skl 0.1.0 process ${l.ownerPid}`);
+        problem(sp.d, `${at}: ${bindingText(b)} already belongs to ${l.name}, a foreground attachment of skl 0.1.0 process ${l.ownerPid}`);
         break;
       }
     }
@@ -269,18 +349,37 @@ function planNamespace(ns: Netns, store: Store, desired: DesiredService[], opts:
       const own = ownSockets(plan.services.flatMap((x) => x.t.sockets));
       checkHijack(ns, sp.add.filter((b) => !mine.has(bindingId(b)) && !owners.has(bindingId(b))), own, sp.d.force);
     } catch (error) {
-      problems.push(`${at}: ${(error as Error).message}`);
+      problem(sp.d, `${at}: ${(error as Error).message}`);
     }
   }
   const pinned = plan.all.find((d) => d.kind === 'pinned');
-  if (pinned?.damage) problems.push(`skl's pinned state in ${store.dir} is damaged: ${pinned.damage}`);
+  if (pinned?.damage) problem(undefined, `skl's pinned state in ${store.dir} is damaged: ${pinned.damage}`);
   const newCount = plan.services.filter((s) => !s.existing).length;
   const used = pinned ? pinned.services().length : 0;
-  if (used - plan.prune.length + newCount > MAX_SERVICES) problems.push(`${where}: ${used - plan.prune.length + newCount} services would exceed the maximum of ${MAX_SERVICES}`);
+  if (used - plan.prune.length + newCount > MAX_SERVICES) problem(undefined, `${where}: ${used - plan.prune.length + newCount} services would exceed the maximum of ${MAX_SERVICES}`);
   return plan;
 }
 
-/** Make the namespace match (its plan was validated): sockets, then bindings added, removed, services removed. */
+/** Run `step` on each item (false: nothing to do for it), with `point`'s crash after the first that did something. */
+function steps<T>(items: readonly T[], point: CrashPoint, step: (x: T) => boolean): void {
+  let first = true;
+  for (const x of items) {
+    if (!step(x) || !first) continue;
+    first = false;
+    crashPoint(point);
+  }
+}
+
+/**
+ * Make the namespace match (its plan was validated), in an order where every port that stays is
+ * served at every moment: sockets replaced in place; bindings added to existing services (one that
+ * moves from another service is overwritten in one store); new services written pending with the
+ * bindings nobody holds, made ready, then given the bindings they take over (one store each);
+ * bindings given up removed; services pruned. A service whose protocols change is removed and
+ * attached again (its ports refuse in between: the plan says so). Each step is crash-safe by
+ * itself, and the whole is finished by the next skl from apply's record. Crash points (tests)
+ * after the first action of each step: a plan interrupted truly half-way.
+ */
 function execute(p: NsPlan): void {
   if (p.actions.length === 0) return;
   let pinned = p.all.find((d) => d.kind === 'pinned');
@@ -289,41 +388,36 @@ function execute(p: NsPlan): void {
     p.all.push(pinned);
   }
   const d = pinned;
-  // 1. sockets of existing services, in place
-  for (const sp of p.services) {
-    if (sp.existing && sp.socketsChanged && !sp.recreate) {
-      const meta = {...serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY), createdNs: sp.existing.record.createdNs};
-      replaceSockets(d, sp.existing.record.id, meta, sp.t);
-    }
-  }
-  // 2. bindings that move from one service to another: removed from the old owner, then added
-  const ids = new Map<string, number>();
-  for (const sp of p.services) if (sp.existing) ids.set(sp.d.name, sp.existing.record.id);
-  const owner = new Map<string, number>();
-  for (const b of readBindings(d)) owner.set(bindingId(b), b.service);
-  for (const sp of p.services) {
-    if (!sp.existing || sp.recreate) continue;
-    const id = sp.existing.record.id;
-    const moving = sp.add.filter((b) => owner.has(bindingId(b)) && owner.get(bindingId(b)) !== id);
-    for (const b of moving) removeBindings(d, owner.get(bindingId(b))!, [b]);
-    addBindings(d, id, sp.add);
-  }
-  // 3. bindings given up
-  for (const sp of p.services) if (sp.existing && !sp.recreate) removeBindings(d, sp.existing.record.id, sp.remove);
-  // 4. services recreated (protocols changed) and new services (after the bindings they take were freed)
-  for (const sp of p.services) {
-    if (sp.existing && sp.recreate) removeService(d, sp.existing.record.id);
-  }
-  for (const ref of p.prune) removeService(d, ref.record.id);
-  for (const sp of p.services) {
-    if (sp.existing && !sp.recreate) continue;
-    const taken = new Map<string, number>();
-    for (const b of readBindings(d)) taken.set(bindingId(b), b.service);
-    for (const b of sp.list) if (taken.has(bindingId(b))) removeBindings(d, taken.get(bindingId(b))!, [b]);
+  const existing = p.services.filter((sp) => sp.existing && !sp.recreate);
+  const fresh = p.services.filter((sp) => !sp.existing || sp.recreate);
+  const idOf = (sp: ServicePlan): number => sp.existing!.record.id;
+  // 1. sockets of existing services, in place (each SOCKMAP update is atomic)
+  steps(existing, 'apply:sockets-replaced', (sp) => {
+    if (!sp.socketsChanged) return false;
+    replaceSockets(d, idOf(sp), {...serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY), createdNs: sp.existing!.record.createdNs}, sp.t);
+    return true;
+  });
+  // 2. bindings added to existing services; one held by another service is overwritten: it moves in one store
+  steps(existing, 'apply:bindings-added', (sp) => sp.add.length > 0 && (addBindings(d, idOf(sp), sp.add), true));
+  // 3. services whose protocols change: removed (then written anew below)
+  steps(fresh, 'apply:service-removed', (sp) => sp.existing !== undefined && (removeService(d, idOf(sp)), true));
+  // services pruned before new ones only when there is no room for both at once
+  const roomy = d.services().length + fresh.length <= MAX_SERVICES;
+  const pruneAll = (): void => steps(p.prune, 'apply:service-removed', (ref) => (removeService(d, ref.record.id), true));
+  if (!roomy) pruneAll();
+  // 4. new services: pending with the bindings nobody holds, ready, then the ones they take over
+  steps(fresh, 'apply:service-added', (sp) => {
+    const owned = new Set(readBindings(d).map(bindingId));
     const id = d.freeService();
     if (id === undefined) throw new SklError(`this namespace already has the maximum of ${MAX_SERVICES} services`);
-    writeNewService(d, id, serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY), sp.t, sp.list);
-  }
+    writeNewService(d, id, serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY), sp.t, sp.list.filter((b) => !owned.has(bindingId(b))));
+    addBindings(d, id, sp.list.filter((b) => owned.has(bindingId(b))));
+    return true;
+  });
+  // 5. bindings given up (those another service took over are no longer this one's: left alone)
+  steps(existing, 'apply:bindings-removed', (sp) => sp.remove.length > 0 && (removeBindings(d, idOf(sp), sp.remove), true));
+  // 6. services the file does not mention (--prune)
+  if (roomy) pruneAll();
   if (d.services().length === 0) {
     d.close();
     p.all.splice(p.all.indexOf(d), 1);
@@ -340,6 +434,7 @@ export async function exportState(opts: ExportOptions = {}): Promise<string> {
   const ns = Netns.open(opts.netns ?? DEFAULT_NETNS);
   try {
     const store = new Store(ns, opts);
+    const {stringify} = await import('yaml');
     return await store.locked(() => {
       const all = openAll(store);
       try {
@@ -384,4 +479,3 @@ function addressText(addr: Uint8Array, family: 4 | 6): string {
   return p.slice(0, p.lastIndexOf('/'));
 }
 
-export {DesiredStateError};

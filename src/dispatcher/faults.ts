@@ -28,7 +28,14 @@ export type CrashPoint =
   | 'upgrade:link-moved'
   | 'upgrade:old-renamed'
   | 'upgrade:published'
-  | 'follow:entries';
+  | 'follow:entries'
+  | 'apply:recorded'
+  | 'apply:sockets-replaced'
+  | 'apply:bindings-added'
+  | 'apply:service-added'
+  | 'apply:bindings-removed'
+  | 'apply:service-removed'
+  | 'apply:applied';
 
 export function crashPoint(point: CrashPoint): void {
   if (process.env.SKL_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');

@@ -23,6 +23,7 @@ import {removeService} from './services.js';
 import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
 import {JOURNAL_RE, removeJournal, repairFromJournal} from './journal.js';
+import {finishInterruptedApply} from './apply-journal.js';
 
 const BPF_SK_LOOKUP = 36;
 export {PROGRAM_NAME};
@@ -268,6 +269,7 @@ export class Store {
     if (!existsSync(this.root)) return;
     try {
       this.repairNamespace();
+      finishInterruptedApply(this); // an apply killed half-way: finished from its record (./apply-journal.ts)
     } catch (error) {
       this.notices.push(`could not repair skl's state in ${this.dir}: ${(error as Error).message}; if it persists, run skl detach --all${this.netnsFlag()}`);
     }
