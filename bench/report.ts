@@ -1,6 +1,7 @@
 /** The bench's results: targets checked, a console table, and BENCHMARKS.md. */
 import type {ControlResult, Series} from './control.js';
 import type {E2eResult} from './e2e.js';
+import {followChecks, followConsole, followMarkdown, type FollowBenchResult} from './follow.js';
 import type {MemoryResult} from './memory.js';
 import type {ProgBenchResult, VariantResult} from './prog.js';
 import {fmt, pairedRatio, type Summary} from './lib/stats.js';
@@ -26,6 +27,7 @@ export interface Results {
   control?: ControlResult;
   memory?: MemoryResult;
   xdp?: XdpBenchResult;
+  follow?: FollowBenchResult;
   errors: {section: string; message: string}[];
 }
 
@@ -332,6 +334,7 @@ export function checks(r: Results): Check[] {
     out.push({section: '5 memory', what: 'peak RSS of `skl attach --foreground`', result: mib(m.attachForeground), target: '≤ 64 MiB', met: m.attachForeground <= 64 * 1024, limits: lim});
     out.push({section: '5 memory', what: 'peak RSS of `skl xdp-count`', result: mib(m.xdpCount), target: '≤ 64 MiB', met: m.xdpCount <= 64 * 1024, limits: lim});
   }
+  if (r.follow) out.push(...followChecks(r.follow));
   return out;
 }
 
@@ -344,7 +347,7 @@ function table(header: string[], rows: string[][]): string[] {
   return [line(header), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)];
 }
 
-function mdTable(header: string[], rows: string[][]): string[] {
+export function mdTable(header: string[], rows: string[][]): string[] {
   const esc = (s: string): string => s.replaceAll('|', '\\|');
   return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)];
 }
@@ -401,6 +404,7 @@ export function renderConsole(r: Results): string {
     const e = r.e2e;
     lines.push('', `End to end (${e.rounds} rounds × ${e.sliceMs} ms slices, ${e.parallel} connections in flight): own port ${fmt(e.own.median, 0)} conn/s (${spread(e.own, 0)}), extra port ${fmt(e.extra.median, 0)} conn/s (${spread(e.extra, 0)}); errors ${JSON.stringify(e.errors)}`);
   }
+  if (r.follow) lines.push('', followConsole(r.follow));
   if (r.memory) lines.push('', `Memory (VmHWM): idle node ${mib(r.memory.nodeIdle)}, skl attach --foreground ${mib(r.memory.attachForeground)}, skl xdp-count ${mib(r.memory.xdpCount)}`);
   for (const e of r.errors) lines.push('', `SECTION FAILED: ${e.section}: ${e.message}`);
   return lines.join('\n');
@@ -642,6 +646,7 @@ export function renderMarkdown(r: Results): string {
       '',
     );
   }
+  if (r.follow) L.push(...followMarkdown(r.follow));
   for (const e of r.errors) L.push(`**Section ${e.section} failed in this run:** ${e.message}`, '');
   return `${L.join('\n').trimEnd()}\n`;
 }

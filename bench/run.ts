@@ -2,7 +2,7 @@
  * `npm run bench` (as root): every benchmark of issue 5 in one go, inside throwaway network
  * namespaces; prints a table, writes bench/results.json and regenerates BENCHMARKS.md.
  *
- *   node dist/bench/run.js [--quick] [--only prog,e2e,control,memory,xdp] [--no-markdown]
+ *   node dist/bench/run.js [--quick] [--only prog,e2e,control,memory,xdp,follow] [--no-markdown]
  *
  * Benchmarks print numbers; they never fail because of a timing (the exit code is non-zero only
  * when a section could not run at all).
@@ -17,11 +17,12 @@ import {benchMemory, type MemoryResult} from './memory.js';
 import {BenchNetns} from './lib/netns.js';
 import {dist, ROOT, workerResult} from './lib/proc.js';
 import type {ControlResult} from './control.js';
+import type {FollowBenchResult} from './follow.js';
 import type {ProgBenchResult} from './prog.js';
 import {renderConsole, renderMarkdown, type Results} from './report.js';
 import type {XdpBenchResult} from './xdp.js';
 
-const SECTIONS = ['prog', 'e2e', 'control', 'memory', 'xdp'] as const;
+const SECTIONS = ['prog', 'e2e', 'control', 'memory', 'xdp', 'follow'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function machine(): Results['machine'] {
@@ -111,6 +112,11 @@ async function main(): Promise<void> {
   await step('xdp', async (): Promise<XdpBenchResult> => {
     const {benchXdp} = await import('./xdp.js');
     return benchXdp(quick ? {rounds: 5, repeat: 500_000, floodSeconds: 1} : {});
+  });
+
+  await step('follow', async (): Promise<FollowBenchResult> => {
+    const {benchFollow} = await import('./follow.js');
+    return benchFollow(quick ? {rounds: 5, perRound: 5_000, connRounds: 6, datagrams: 500} : {});
   });
 
   results.machine.loadAverageAfter = os.loadavg().map((x) => Math.round(x * 100) / 100);

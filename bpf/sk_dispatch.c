@@ -533,11 +533,35 @@ static __always_inline void count_retaken(__u32 service)
 		cnt->retaken++;
 }
 
+/* The spare slot a followed service's new socket replaces when every slot holds a socket. */
 static __always_inline __u32 next_spare(__u32 dest)
 {
-	__u32 *n = bpf_map_lookup_elem(&spare_next, &dest);
+	__u32 n, *next = bpf_map_lookup_elem(&spare_next, &dest);
 
-	return dest * SKL_SPARES + (n ? __sync_fetch_and_add(n, 1) % SKL_SPARES : 0);
+	if (!next)
+		return dest * SKL_SPARES;
+	/* not atomic: two CPUs racing only pick the same slot */
+	n = *next;
+	*next = n + 1;
+	return dest * SKL_SPARES + n % SKL_SPARES;
+}
+
+/* Also keep the new socket among the destination's spares: in a slot whose socket closed (the
+ * kernel empties it), so that the members of a reuseport group that still listen stay there, else
+ * in the next slot in turn. BPF_NOEXIST fills only an empty slot (sock_ops cannot look a SOCKMAP
+ * entry up: it has no bpf_sk_release). */
+static __always_inline void store_spare_ops(struct bpf_sock_ops *skops, __u32 dest)
+{
+	__u32 k, i;
+
+#pragma unroll
+	for (k = 0; k < SKL_SPARES; k++) {
+		i = dest * SKL_SPARES + k;
+		if (!bpf_sock_map_update(skops, &spare_socket, &i, BPF_NOEXIST))
+			return;
+	}
+	i = next_spare(dest);
+	bpf_sock_map_update(skops, &spare_socket, &i, BPF_ANY);
 }
 
 /* On a followed cgroup: when a process there starts listening on a followed listener in the
@@ -548,7 +572,7 @@ int sk_follow(struct bpf_sock_ops *skops)
 {
 	struct skl_follow_key key = {};
 	struct skl_follow *f;
-	__u32 dest, spare;
+	__u32 dest;
 
 	if (skops->op != BPF_SOCK_OPS_TCP_LISTEN_CB)
 		return 1;
@@ -578,14 +602,12 @@ int sk_follow(struct bpf_sock_ops *skops)
 	if (f->dests & SKL_FOLLOW_D_V4) {
 		dest = f->service * SKL_DESTS_PER_SERVICE + SKL_PROTO_TCP * 2;
 		bpf_sock_map_update(skops, &target_socket, &dest, BPF_ANY);
-		spare = next_spare(dest);
-		bpf_sock_map_update(skops, &spare_socket, &spare, BPF_ANY);
+		store_spare_ops(skops, dest);
 	}
 	if (f->dests & SKL_FOLLOW_D_V6) {
 		dest = f->service * SKL_DESTS_PER_SERVICE + SKL_PROTO_TCP * 2 + 1;
 		bpf_sock_map_update(skops, &target_socket, &dest, BPF_ANY);
-		spare = next_spare(dest);
-		bpf_sock_map_update(skops, &spare_socket, &spare, BPF_ANY);
+		store_spare_ops(skops, dest);
 	}
 	count_retaken(f->service);
 	return 1;
@@ -710,7 +732,7 @@ int sk_follow_udp(struct __sk_buff *skb)
 	struct skl_socket_meta *m;
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
-	__u32 idx, all, svc, dest, d, spare;
+	__u32 idx, all, svc, dest, d, spare, k;
 	__u64 *tag;
 
 	if (!parse_udp(skb, &p))
@@ -768,8 +790,16 @@ int sk_follow_udp(struct __sk_buff *skb)
 	tag = bpf_sk_storage_get(&sock_cgroup, sk, 0, 0);
 	if (sk->src_port == m->listen_port && tag && *tag == s->cgroup_ino) {
 		if (!bpf_map_update_elem(&target_socket, &dest, sk, BPF_ANY)) {
-			spare = next_spare(dest);
-			bpf_map_update_elem(&spare_socket, &spare, sk, BPF_ANY);
+			/* among the spares too (as store_spare_ops) */
+			for (k = 0; k < SKL_SPARES; k++) {
+				spare = dest * SKL_SPARES + k;
+				if (!bpf_map_update_elem(&spare_socket, &spare, sk, BPF_NOEXIST))
+					break;
+			}
+			if (k == SKL_SPARES) {
+				spare = next_spare(dest);
+				bpf_map_update_elem(&spare_socket, &spare, sk, BPF_ANY);
+			}
 			count_retaken(svc);
 		}
 	}

@@ -45,10 +45,11 @@ const IDS = [
   'xdp_link',
   'xdp_count',
   'netns_cookie',
+  'follow_udp',
   'tcx',
   'endianness',
 ];
-const FEATURE_IDS = ['ports', 'upgrade', 'xdp-count', 'follow', 'udp-replies'];
+const FEATURE_IDS = ['ports', 'upgrade', 'xdp-count', 'follow', 'follow-udp', 'udp-replies'];
 
 interface Feature {
   id: string;
@@ -116,7 +117,7 @@ async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Pro
   // Only what the coming and the optional features need is optional.
   t.deepEqual(
     report.checks.filter((c) => !c.required).map((c) => c.id),
-    ['kernel', 'cgroup2', 'netns_cookie', 'tcx'],
+    ['kernel', 'cgroup2', 'netns_cookie', 'follow_udp', 'tcx'],
   );
   t.deepEqual(
     report.features.map((f) => f.id),
@@ -140,7 +141,7 @@ async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Pro
   );
   t.deepEqual(
     report.features.filter((f) => f.optional).map((f) => f.id),
-    ['follow'],
+    ['follow', 'follow-udp'],
   );
   t.is(report.ok, report.checks.every((c) => c.ok || !c.required));
   t.is(report.ok, report.features.every((f) => f.available || f.planned || f.optional), 'ok exactly when every shipped, required feature is available');
@@ -368,6 +369,24 @@ privileged('skl doctor passes on a machine that runs the privileged tests', asyn
     report.features.filter((f) => !f.planned && !f.available),
     [],
   );
+});
+
+// Following's checks load skl's own programs (UDP) or probe the helper (TCP): their answers agree
+// with the kernels that added what those programs use (this machine's 6.18, the matrix's 6.1).
+privileged('doctor: following TCP (≥5.15) and UDP (≥5.10) are available exactly on the kernels that have what they use', async t => {
+  const report = await doctorJson(t);
+  const kernel = parseVersion(os.release())!;
+  for (const [check, feature, min] of [['netns_cookie', 'follow', '5.15'], ['follow_udp', 'follow-udp', '5.10']] as const) {
+    const expected = compareVersions(kernel, parseVersion(min)!) >= 0;
+    t.like(byId(report, check), {ok: expected, minKernel: min, required: false}, `${check} on ${os.release()}`);
+    t.like(report.features.find((f) => f.id === feature), {available: expected, optional: true, minKernel: min}, feature);
+  }
+  // a kernel without it: the feature says which kernel it needs, and doctor still passes
+  const without = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'follow_udp'});
+  t.like(byId(without, 'follow_udp'), {ok: false, required: false});
+  t.regex(byId(without, 'follow_udp').hint!, /needs Linux ≥5\.10 \(only for following UDP services across restarts/);
+  t.regex(without.features.find((f) => f.id === 'follow-udp')!.detail, /^needs Linux ≥5\.10: skl's UDP follow programs load/);
+  t.true(without.ok);
 });
 
 // The probes are real: on a mainline-based kernel (this machine's, the kernel matrix's Debian 6.1)

@@ -7,8 +7,7 @@ import type {Proto} from '../sys/sockets.js';
 import {bindingSpecs, bindingsOf, groupBindings, portsText, bindingId, type BindingSpec} from './bindings.js';
 import {defaultName, validateName, type AddressPrefix, type PortSpec} from './input.js';
 import {anyPrefix, DESTS_PER_SERVICE, LAYOUT, MAX_SERVICES, prefixText, SVC_F_FOLLOW, SVC_READY, type Prefix} from './layout.js';
-import {cgroupByPath, cgroupOfPid, checkFollowClaims, listenerText as followListenerText, ensureCgroupLink, followEntries, followFamilies, listeningPidIn, setFollow, unitCgroup, type Cgroup, type FollowEntry} from './follow.js';
-import type {Family} from '../sys/sockets.js';
+import {cgroupByPath, cgroupOfPid, checkFollowClaims, ensureCgroupLinks, followedSocketMetas, followEntries, listenerText as followListenerText, listeningPidIn, pruneFollow, seedFromCgroup, setFollow, unitCgroup, type Cgroup, type FollowEntry} from './follow.js';
 import {checkClaims, checkHijack, closeAll, DEFAULT_NETNS, legacyClaims, openAll, ownSockets, servicesByName, socketId, withNetns, type LegacyClaim, type ServiceRef} from './namespace.js';
 import {familiesOf, releaseService, removeService, replaceService, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
 import {DispatcherState, loadDispatcher} from './state.js';
@@ -78,11 +77,6 @@ export function bindingStatus(list: readonly BindingSpec[]): BindingStatus[] {
   return groupBindings(list).map((g) => ({protocol: g.proto, prefix: prefixText(g.prefix), ports: portsText(g.ports)}));
 }
 
-/** Destination slots marking which traffic families (TCP) a service will serve. */
-function familySlots(families: readonly Family[]): unknown[] {
-  return [families.includes(4) ? true : undefined, families.includes(6) ? true : undefined, undefined, undefined];
-}
-
 /** What a new or changed service binds: protocols × prefixes × ports, each prefix of a family the service serves. */
 export function plannedBindings(protos: readonly Proto[], sockets: readonly unknown[], addresses: readonly Prefix[] | undefined, ports: PortSpec): BindingSpec[] {
   const list = ports === 'all' ? [0] : ports;
@@ -148,9 +142,6 @@ function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promi
   if (opts.follow && opts.pid === undefined && opts.cgroup === undefined && opts.unit === undefined) return Promise.reject(new UsageError('--follow needs --pid PID (or use --cgroup/--unit)'));
   if (opts.name !== undefined) validateName(opts.name);
   const protos = protosOf(opts);
-  if (following && protos.includes('udp')) {
-    return Promise.reject(new SklError('following a UDP service is not available in this skl (no cgroup hook can store a UDP socket); follow its TCP listener, or re-attach UDP after a restart'));
-  }
   requireFeature('sk_lookup', () => probeProgType('sk_lookup'));
   return withNetns(opts.netns, async (ns) => {
     const store = new Store(ns, opts);
@@ -164,7 +155,8 @@ function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promi
       pid ??= u.pid || undefined;
     } else if (opts.cgroup !== undefined) {
       cgroup = cgroupByPath(opts.cgroup);
-      pid ??= listeningPidIn(cgroup, listeners) || undefined;
+      // with --listener, no single process need serve every protocol: each socket is then found in the cgroup
+      pid ??= listeningPidIn(cgroup, listeners, protos, ns.ino, listeners.length > 0) || undefined;
     } else if (opts.follow) {
       cgroup = cgroupOfPid(pid!, opts.force ?? false);
     }
@@ -179,7 +171,7 @@ function withService<T>(opts: AttachOptions, fn: (x: AttachContext) => T): Promi
         const here = ns.path === DEFAULT_NETNS ? 'this one' : ns.path;
         throw new SklError(`the sockets of process ${t.pid} belong to another network namespace than ${here}; attach there with --netns /proc/${t.pid}/ns/net`);
       }
-      const follow = cgroup ? {cgroup, entries: followEntries(t.sockets.length ? t : undefined, listeners)} : undefined;
+      const follow = cgroup ? {cgroup, entries: followEntries(t.sockets.length ? t : undefined, listeners, protos)} : undefined;
       const name = opts.name ?? (t.pid ? defaultName(t.comm, t.pid) : cgroup!.path.split('/').filter(Boolean).at(-1)?.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64) || 'followed');
       return await store.locked(() => {
         const all = openAll(store);
@@ -221,7 +213,7 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
       const ports = opts.ports ?? [...new Set(old.map((b) => b.port))];
       if (ports !== 'all' && ports.length === 0) throw new UsageError('--ports is empty');
       // a followed service not running yet serves the families of the listeners it follows
-      const slots = t.sockets.length || !follow ? t.dests : familySlots(followFamilies(follow.entries));
+      const slots = t.sockets.length || !follow ? t.dests : followedSocketMetas(follow.entries);
       list = plannedBindings(protos, slots, opts.addresses, ports !== 'all' && ports.includes(0) ? 'all' : ports);
     }
     checkClaims(all, existing, list, legacy);
@@ -241,17 +233,24 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
       checkFollowClaims(pinned, existing?.record.id, follow.entries, (id) => names.get(id) ?? `service ${id}`);
       meta.flags |= SVC_F_FOLLOW;
       meta.cgroupIno = follow.cgroup.ino;
-      if (!t.sockets.length) meta.pid = 0;
+      if (!t.sockets.length) {
+        // its listeners, for the follow programs (the UDP one finds the new socket by them)
+        meta.pid = 0;
+        meta.sockets = followedSocketMetas(follow.entries);
+      }
     }
     if (existing) {
       const id = existing.record.id;
       meta.createdNs = existing.record.createdNs;
       if (follow) {
         setFollow(pinned, id, follow.entries, ns);
-        ensureCgroupLink(store.dir, follow.cgroup);
+        ensureCgroupLinks(store.dir, pinned, follow.cgroup, protos);
       }
       const keep = new Set(list.map(bindingId));
       replaceService(store, pinned, id, meta, t, list.filter((b) => !held.has(bindingId(b))), old.filter((b) => !keep.has(bindingId(b))));
+      if (follow) seedFromCgroup(store.dir, pinned, id, meta, t, follow.cgroup, ns);
+      // what it no longer follows (re-attached without following, or in another cgroup)
+      pruneFollow(store.dir, pinned);
       const lost = existing.record.sockets.map((s, i) => (s && !t.dests[i] ? i : -1)).filter((i) => i >= 0);
       if (lost.length) notices.push(`the new process has no socket for ${lost.map((i) => `${i >> 1 ? 'UDP' : 'TCP'} over IPv${i & 1 ? 6 : 4}`).join(', ')}: those bindings now refuse connections`);
     } else {
@@ -264,7 +263,9 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
           // while the service is pending: a socket stored meanwhile waits, steering nothing
           setFollow(target, id, follow.entries, ns);
           crashPoint('follow:entries');
-          ensureCgroupLink(store.dir, follow.cgroup);
+          ensureCgroupLinks(store.dir, target, follow.cgroup, protos);
+          // with the programs attached: what the cgroup serves the listeners with now
+          seedFromCgroup(store.dir, target, id, meta, t, follow.cgroup, ns);
         });
       } catch (error) {
         removeServiceQuietly(pinned, id);

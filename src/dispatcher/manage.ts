@@ -3,8 +3,8 @@ import {SklError, UsageError} from '../sys/errors.js';
 import type {Proto} from '../sys/sockets.js';
 import {addBindings, bindingId, bindingsOf, groupBindings, portsText, readBindings, removeBindings, type BindingSpec} from './bindings.js';
 import {validateName, type AddressPrefix} from './input.js';
-import {anyPrefix, LAYOUT, prefixText, SVC_F_FOLLOW, type Prefix} from './layout.js';
-import {pruneCgroupLinks} from './follow.js';
+import {anyPrefix, LAYOUT, prefixText, type Prefix} from './layout.js';
+import {pruneFollow} from './follow.js';
 import {checkClaims, checkHijack, closeAll, legacyClaims, openAll, ownSockets, servicesByName, socketId, where, withNetns} from './namespace.js';
 import {familiesOf, removeService, stopService} from './services.js';
 import {crashPoint} from './faults.js';
@@ -61,7 +61,7 @@ export function detach(target: {name: string} | {all: true}, opts: CommonOptions
           for (const v of victims) removeService(pinned, v.id);
         }
         // the cgroups no remaining service follows lose their follow link
-        if (!removeAll) pruneCgroupLinks(store.dir, new Set(pinned.services().filter((x) => x.flags & SVC_F_FOLLOW).map((x) => x.cgroupIno)));
+        if (!removeAll) pruneFollow(store.dir, pinned);
         pinned.close();
         pinned = undefined;
         if (removeAll) store.destroyPinned();

@@ -200,6 +200,7 @@ export function serviceMeta(t: TakenService, name: string, netnsIno: number, own
 export function writeNewService(d: DispatcherState, id: number, meta: ServiceMeta, t: TakenService, list: readonly BindingSpec[], whilePending?: () => void): void {
   d.writeService(id, {...meta, state: SVC_PENDING});
   crashPoint('attach:pending');
+  for (let i = 0; i < DESTS_PER_SERVICE; i++) d.clearSpares(id * DESTS_PER_SERVICE + i);
   whilePending?.();
   d.resetCounters(id);
   t.dests.forEach((s, i) => s && d.setSocket(id * DESTS_PER_SERVICE + i, s.dup));
@@ -219,6 +220,7 @@ export function replaceSockets(d: DispatcherState, id: number, meta: ServiceMeta
   });
   t.dests.forEach((s, i) => {
     if (!s) d.deleteSocket(id * DESTS_PER_SERVICE + i);
+    d.clearSpares(id * DESTS_PER_SERVICE + i);
   });
   d.writeService(id, {...meta, state: SVC_READY});
 }
@@ -243,6 +245,8 @@ export function replaceService(place: JournalPlace, d: DispatcherState, id: numb
     });
     t.dests.forEach((s, i) => {
       if (!s) d.deleteSocket(id * DESTS_PER_SERVICE + i);
+      // the previous process's spare sockets (a followed service's) are not the new one's
+      d.clearSpares(id * DESTS_PER_SERVICE + i);
     });
     d.writeService(id, {...meta, state: SVC_READY});
     crashPoint('replace:record-written');
@@ -267,7 +271,10 @@ export function removeService(d: DispatcherState, id: number): void {
   removeBindings(d, id, bindingsOf(d, id));
   crashPoint('detach:bindings-removed');
   for (const x of d.followEntries()) if (x.service === id) d.deleteFollow(x.key);
-  for (let i = 0; i < DESTS_PER_SERVICE; i++) d.deleteSocket(id * DESTS_PER_SERVICE + i);
+  for (let i = 0; i < DESTS_PER_SERVICE; i++) {
+    d.deleteSocket(id * DESTS_PER_SERVICE + i);
+    d.clearSpares(id * DESTS_PER_SERVICE + i);
+  }
   d.resetCounters(id);
   d.clearService(id);
 }

@@ -30,6 +30,7 @@ import {
   MAX_SERVICES,
   PORT_ENTRIES,
   SERVICE_SIZE,
+  SPARES,
   SVC_FREE,
   type BindingKey,
   type FollowKey,
@@ -251,6 +252,44 @@ export class DispatcherState {
   /** Whether the SOCKMAP still holds the destination's socket (the kernel drops it when the socket closes). */
   socketAlive(dest: number): boolean {
     return this.maps.target_socket.lookup(u32Key(dest)) !== undefined;
+  }
+
+  // ---- spare sockets (spare_socket: SPARES per destination, tried when its socket is gone) ----
+
+  /** Store a socket (fd) in spare slot k of a destination. */
+  setSpare(dest: number, k: number, fd: number): void {
+    const v = Buffer.alloc(this.maps.spare_socket.valueSize);
+    v.writeUInt32LE(fd);
+    this.maps.spare_socket.update(u32Key(dest * SPARES + k), v, BPF_ANY);
+  }
+
+  /** Empty a destination's spare slots, and start its turn (spare_next) at `next`. */
+  clearSpares(dest: number, next = 0): void {
+    for (let k = 0; k < SPARES; k++) {
+      const key = u32Key(dest * SPARES + k);
+      if (this.maps.spare_socket.lookup(key) === undefined) continue;
+      try {
+        this.maps.spare_socket.delete(key);
+      } catch (error) {
+        // emptied meanwhile (its socket closed): a SOCKMAP says EINVAL
+        if (!(error instanceof BpfError && error.errno === EINVAL)) throw error;
+      }
+    }
+    const n = Buffer.alloc(4);
+    n.writeUInt32LE(next);
+    this.maps.spare_next.update(u32Key(dest), n);
+  }
+
+  /** How many spare slots of a destination hold a socket. */
+  sparesAlive(dest: number): number {
+    let n = 0;
+    for (let k = 0; k < SPARES; k++) if (this.maps.spare_socket.lookup(u32Key(dest * SPARES + k)) !== undefined) n++;
+    return n;
+  }
+
+  /** Whether the destination is served: its socket, or a spare one (what the program tries). */
+  destAlive(dest: number): boolean {
+    return this.socketAlive(dest) || this.sparesAlive(dest) > 0;
   }
 
   // ---- the port table (add_ports: struct skl_port per (protocol, port)) ----

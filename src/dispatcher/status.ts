@@ -142,17 +142,20 @@ function serviceStatus(v: ServiceView, ns: Netns): ServiceStatus {
   const sockets: SocketStatus[] = [];
   if (v.followed) {
     // a followed service's sockets are the ones the kernel stored last: its followed listeners
+    // (TCP: the follow map's; a record of layout 3 before UDP following has none for a service
+    // attached before it started)
     for (const f of v.followed) {
       for (const family of [4, 6] as const) {
-        if (!(f.dests & (family === 4 ? FOLLOW_D_V4 : FOLLOW_D_V6))) continue;
-        sockets.push({protocol: 'tcp', family, listener: followListenerText(f.key), pid: v.follow?.currentPid ?? 0, alive: v.alive(family === 4 ? 0 : 1)});
+        const i = family === 4 ? 0 : 1;
+        if (!(f.dests & (family === 4 ? FOLLOW_D_V4 : FOLLOW_D_V6)) || s.sockets[i]) continue;
+        sockets.push({protocol: 'tcp', family, listener: followListenerText(f.key), pid: v.follow?.currentPid ?? 0, alive: v.alive(i)});
       }
     }
-  } else {
-    s.sockets.forEach((m, i) => {
-      if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: m.pid, alive: v.alive(i)});
-    });
   }
+  s.sockets.forEach((m, i) => {
+    if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: v.follow ? v.follow.currentPid : m.pid, alive: v.alive(i)});
+  });
+  sockets.sort((a, b) => a.protocol.localeCompare(b.protocol) * 2 + (a.family - b.family) / 2);
   const ports = [...new Set(v.bindings.map((b) => b.port))].sort((a, b) => a - b);
   const pid = v.follow?.currentPid || s.pid;
   return {
@@ -196,10 +199,11 @@ function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): Se
         meta: s,
         bindings: bindings.get(s.id) ?? [],
         counters: d.counters(s.id),
-        alive: (i) => d.socketAlive(s.id * DESTS_PER_SERVICE + i),
+        // its socket, or a spare one (another member of its reuseport group) the program falls back to
+        alive: (i) => d.destAlive(s.id * DESTS_PER_SERVICE + i),
         kind: d.kind,
         layout,
-        follow: s.flags & SVC_F_FOLLOW ? followView(s.cgroupIno, followed.filter((f) => f.service === s.id).map((f) => f.key)) : undefined,
+        follow: s.flags & SVC_F_FOLLOW ? followView(s, followed.filter((f) => f.service === s.id).map((f) => f.key), ns) : undefined,
         followed: s.flags & SVC_F_FOLLOW ? followed.filter((f) => f.service === s.id) : undefined,
       },
       ns,
@@ -207,17 +211,21 @@ function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): Se
   );
 }
 
-function followView(cgroupIno: number, keys: FollowKey[]): NonNullable<ServiceStatus['follow']> {
-  const path = cgroupPathByIno(cgroupIno);
+function followView(s: ServiceMeta, keys: FollowKey[], ns: Netns): NonNullable<ServiceStatus['follow']> {
+  const path = cgroupPathByIno(s.cgroupIno);
+  const metas = s.sockets.filter((m): m is NonNullable<typeof m> => m !== undefined);
+  const listeners = [...new Set([...keys.map(followListenerText), ...metas.map(listenerText)])];
+  const protos = [...new Set<Proto>([...(keys.length ? ['tcp' as const] : []), ...metas.map((m) => m.proto)])];
   let currentPid = 0;
   if (path !== undefined) {
     try {
-      currentPid = listeningPidIn(cgroupByPath(path), keys.map((k) => ({port: k.port})));
+      const ports = [...new Set([...keys.map((k) => k.port), ...metas.map((m) => m.listenPort)])].map((port) => ({port}));
+      currentPid = listeningPidIn(cgroupByPath(path), ports, protos, ns.ino);
     } catch {
       // the cgroup went away meanwhile
     }
   }
-  return {cgroup: path ?? `(gone: inode ${cgroupIno})`, currentPid, listeners: keys.map(followListenerText)};
+  return {cgroup: path ?? `(gone: inode ${s.cgroupIno})`, currentPid, listeners};
 }
 
 function legacyServicesOf(l: OlderState, ns: Netns, name: string | undefined): ServiceStatus[] {
@@ -234,7 +242,7 @@ function legacyServicesOf(l: OlderState, ns: Netns, name: string | undefined): S
           kind: l.kind,
           layout: l.layout,
           // layout 2 followed services as today's
-          follow: s.followed ? followView(s.meta.cgroupIno, s.followed.map((f) => f.key)) : undefined,
+          follow: s.followed ? followView(s.meta, s.followed.map((f) => f.key), ns) : undefined,
           followed: s.followed,
         },
         ns,

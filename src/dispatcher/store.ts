@@ -16,8 +16,8 @@ import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
 import {DispatcherState, KERNEL_MAP_NAMES, loadDispatcher, MAP_NAMES, PROGRAM_NAME, type MapName, type OptionalProgram} from './state.js';
-import {decodeInfo, LAYOUT, SVC_F_FOLLOW, SVC_F_REMOVING, SVC_PENDING, SVC_READY} from './layout.js';
-import {pruneCgroupLinks} from './follow.js';
+import {decodeInfo, LAYOUT, SVC_F_REMOVING, SVC_PENDING} from './layout.js';
+import {pruneFollow} from './follow.js';
 import {isLegacyDir, isOlderLayoutDir, LEGACY_MAP_NAMES, LegacyState, openOlderPinned, type OlderState} from './legacy.js';
 import {removeService} from './services.js';
 import {SKL_VERSION} from '../version.js';
@@ -343,10 +343,8 @@ export class Store {
           this.notices.push(s.flags & SVC_F_REMOVING ? `finished detaching ${s.name}, interrupted by an earlier skl` : `rolled back ${s.name}, left half-made by an interrupted skl`);
         }
       }
-      // followed listeners of no service, and the cgroup links nothing follows any more
-      const live = new Set(st.services().map((x) => x.id));
-      for (const f of st.followEntries()) if (!live.has(f.service)) st.deleteFollow(f.key);
-      pruneCgroupLinks(this.dir, new Set(st.services().filter((x) => x.state === SVC_READY && x.flags & SVC_F_FOLLOW).map((x) => x.cgroupIno)));
+      // followed listeners of no service, and the cgroups' links and entries nothing follows any more
+      pruneFollow(this.dir, st);
       if (st.services().length === 0) {
         st.close();
         st = undefined;

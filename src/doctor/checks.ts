@@ -228,14 +228,28 @@ export const KERNEL_CHECKS = [
   'xdp_link',
   'xdp_count',
   'netns_cookie',
+  'follow_udp',
   'tcx',
 ] as const;
 export type KernelCheck = (typeof KERNEL_CHECKS)[number];
 
+/** The programs of sk_dispatch.o besides the dispatcher: each loads only where its feature can (src/dispatcher/state.ts). */
+const DISPATCHER_EXTRAS = ['sk_follow', 'sk_follow_sock', 'sk_follow_udp', 'sk_reply'];
+const allBut = (keep: string[]): string[] => DISPATCHER_EXTRAS.filter((p) => !keep.includes(p));
+
 /** skl's own compiled programs: loading them is the final word on whether this kernel takes them. */
 const OBJECTS: Partial<Record<KernelCheck, {file: string; description: string; minKernel: string; skip?: string[]}>> = {
-  // its follow program is checked apart (netns_cookie): the dispatcher loads without it where it cannot
-  dispatcher: {file: 'sk_dispatch.o', description: "skl's sk_lookup dispatcher (bpf/sk_dispatch.o) loads", minKernel: '5.9', skip: ['sk_follow']},
+  // the programs that run beside it are checked apart: the dispatcher loads without them where it cannot
+  dispatcher: {file: 'sk_dispatch.o', description: "skl's sk_lookup dispatcher (bpf/sk_dispatch.o) loads", minKernel: '5.9', skip: DISPATCHER_EXTRAS},
+  // socket storage in a cgroup sock_create program (5.10, commit f7c6cb1d9728) and SOCKMAP updates
+  // from a tc program (5.10, commit 0126240f448d); the rest it uses is older (sk_lookup_udp from tc
+  // 4.20, the current cgroup's ancestors from cgroup sock programs 5.7, cgroup links 5.7, clsact 4.5)
+  follow_udp: {
+    file: 'sk_dispatch.o',
+    description: "skl's UDP follow programs load (sk_follow_sock: socket storage in cgroup/sock_create; sk_follow_udp: SOCKMAP updates from tc)",
+    minKernel: '5.10',
+    skip: allBut(['sk_follow_sock', 'sk_follow_udp']),
+  },
   xdp_count: {file: 'xdp_count.o', description: "skl's XDP counter (bpf/xdp_count.o) loads", minKernel: '5.9'},
 };
 
@@ -261,7 +275,8 @@ export const SKL_FEATURES: readonly SklFeature[] = [
   },
   {id: 'upgrade', name: 'skl upgrade: a new program behind the pinned link, atomically', planned: false, needs: ['libbpf', 'privileges', 'bpffs', 'link_update', 'dispatcher']},
   {id: 'xdp-count', name: 'skl xdp-count', planned: false, needs: ['libbpf', 'privileges', 'xdp', 'xdp_link', 'xdp_count', 'endianness']},
-  {id: 'follow', name: 'following services across restarts: attach --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'netns_cookie', 'cgroup2']},
+  {id: 'follow', name: 'following TCP services across restarts: attach --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'netns_cookie', 'cgroup2']},
+  {id: 'follow-udp', name: 'following UDP services across restarts: attach --proto udp with --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'follow_udp', 'cgroup2']},
   {id: 'udp-replies', name: 'UDP replies from the extra port (coming)', planned: true, needs: ['tcx']},
 ];
 

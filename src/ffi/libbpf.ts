@@ -144,6 +144,8 @@ export const bpf_map_get_fd_by_id = fn<[number], number>('int bpf_map_get_fd_by_
 export const bpf_link_get_next_id = fn<[number, [number]], number>('int bpf_link_get_next_id(uint32_t start_id, _Out_ uint32_t *next_id)');
 export const bpf_link_get_fd_by_id = fn<[number], number>('int bpf_link_get_fd_by_id(uint32_t id)');
 export const bpf_prog_get_fd_by_id = fn<[number], number>('int bpf_prog_get_fd_by_id(uint32_t id)');
+/** BPF_ENABLE_STATS: the kernel keeps per-program run time and count while the returned fd is open (type 0: BPF_STATS_RUN_TIME). */
+export const bpf_enable_stats = fn<[number], number>('int bpf_enable_stats(int type)');
 export const bpf_xdp_query_id = fn<[number, number, [number]], number>('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)');
 export const bpf_xdp_detach = fn<[number, number, null], number>('int bpf_xdp_detach(int ifindex, uint32_t flags, const void *opts)');
 export const bpf_xdp_attach = fn<[number, number, number, null], number>('int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const void *opts)');
