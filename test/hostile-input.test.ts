@@ -154,6 +154,9 @@ const CASES: Case[] = [
   // --- sockets ---
   {title: '--listener that does not match', bad: 'attach --listener', args: attachWith(['--ports', '9000', '--listener', '127.0.0.1:1234']), code: 2, says: () => re('--listener 127.0.0.1:1234 matches none')},
   {title: '--listener of the wrong family', bad: 'attach --listener', args: attachWith(['--ports', '9000', '--listener', '[::1]:7000']), code: 2, says: () => re('--listener ::1:7000 matches none')},
+  {title: 'metrics --listen garbage', bad: 'metrics --listen', args: () => ['metrics', '--listen', 'bogus'], code: 2, says: () => re('invalid --listen "bogus"')},
+  {title: 'metrics --output into a missing directory', bad: 'metrics --output', args: () => ['metrics', '--output', '/nonexistent/skl.prom'], code: 1, says: () => re('cannot write /nonexistent/skl.prom: no such file or directory (ENOENT)')},
+  {title: 'metrics --netns to a missing file', bad: 'metrics --netns', args: () => ['metrics', '--netns', '/nonexistent/ns'], ownNetns: true, code: 2, says: () => re('--netns /nonexistent/ns: cannot open it (ENOENT)')},
   {title: '--listener garbage', bad: 'attach --listener', args: attachWith(['--ports', '9000', '--listener', 'bogus']), code: 2, says: () => re('invalid --listener "bogus"')},
   {title: '--fd that is not a socket of the process', bad: 'attach --fd', args: attachWith(['--ports', '9000', '--fd', '99']), code: 2, says: () => re('--fd 99 matches none')},
   {title: '--fd -1', bad: 'attach --fd', args: attachWith(['--ports', '9000', '--fd', '-1']), code: 2, says: () => /--fd.*-1/},
@@ -173,9 +176,9 @@ const CASES: Case[] = [
 ];
 
 /** Commands whose every value the table must attack (metrics --output has test/metrics-output.test.ts). */
-const ATTACKED = ['attach', 'detach', 'status', 'ports:add', 'ports:remove', 'upgrade', 'xdp-count'];
+const ATTACKED = ['attach', 'detach', 'status', 'ports:add', 'ports:remove', 'upgrade', 'xdp-count', 'metrics'];
 
-test('hostile input: every value skl takes — each option and argument of attach, detach, status, ports add/remove, upgrade and xdp-count, as the CLI itself declares them — has a case that is refused', t => {
+test('hostile input: every value skl takes — each option and argument of attach, detach, status, ports add/remove, upgrade, xdp-count and metrics, as the CLI itself declares them — has a case that is refused', t => {
   // oclif's manifest, generated from the compiled commands at build time: the CLI's real surface
   const manifest = JSON.parse(readFileSync(new URL('../../oclif.manifest.json', import.meta.url), 'utf8')) as {
     commands: Record<string, {flags: Record<string, {type: string}>; args: Record<string, unknown>}>;

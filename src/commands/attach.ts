@@ -53,7 +53,7 @@ export default class Attach extends SklCommand {
       ports: flags.ports === undefined ? undefined : parsePortSpec(flags.ports),
       proto: parseProtos(flags.proto),
       name: flags.name,
-      listener: flags.listener?.map(parseListener),
+      listener: flags.listener?.map((l) => parseListener(l)),
       fd: flags.fd,
       addresses: flags.address?.map(parseAddress),
       force: flags.force,

@@ -37,7 +37,7 @@ export default class Metrics extends SklCommand {
     if (flags.listen !== undefined && flags.output !== undefined) throw new UsageError('give --listen or --output, not both');
     const render = async (): Promise<string> => formatMetrics([await status({netns: flags.netns})], {version: SKL_VERSION, libbpf: libbpfVersion(), node: process.version});
     if (flags.listen !== undefined) {
-      const {address, port} = parseListener(flags.listen);
+      const {address, port} = parseListener(flags.listen, '--listen');
       const host = address ?? '0.0.0.0';
       await render(); // fail now, with one line, if the state cannot be read
       let srv;

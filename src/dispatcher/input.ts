@@ -162,13 +162,13 @@ function parseV6(ip: string): Uint8Array {
 }
 
 /** "127.0.0.1:8080", "[::1]:8080", "*:8080", ":8080", "8080" → address (undefined = every address, both families) and port. */
-export function parseListener(text: string): {address?: string; port: number} {
-  if (/^\s*\d{1,5}\s*$/.test(text)) return parseListener(`:${text.trim()}`);
+export function parseListener(text: string, flag = '--listener'): {address?: string; port: number} {
+  if (/^\s*\d{1,5}\s*$/.test(text)) return parseListener(`:${text.trim()}`, flag);
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|\*)?):(\d{1,5})$/.exec(text.trim());
   const port = m ? Number(m[3]) : NaN;
   // a bracketed address must be IPv6, a bare one IPv4 (or * / nothing: any address)
   const badAddress = m !== null && (m[1] !== undefined ? isIP(m[1]) !== 6 : m[2] !== undefined && m[2] !== '*' && isIP(m[2]) !== 4);
-  if (!m || badAddress || port < 1 || port > MAX_PORT) throw new UsageError(`invalid --listener ${JSON.stringify(truncate(text))}: use ADDR:PORT, [V6ADDR]:PORT, :PORT or PORT`);
+  if (!m || badAddress || port < 1 || port > MAX_PORT) throw new UsageError(`invalid ${flag} ${JSON.stringify(truncate(text))}: use ADDR:PORT, [V6ADDR]:PORT, :PORT or PORT`);
   const address = m[1] ?? (m[2] === '*' ? undefined : m[2]);
   return {address, port};
 }
