@@ -3,12 +3,14 @@
  * with generous hang-catching timeouts and no timed assertion, so it also runs under QEMU TCG
  * (scripts/test-kernel.sh) and under each Node major (scripts/test-node.sh).
  *
- *   node dist/scripts/smoke.js [--old-skl DIR/bin/run.js] [--only NAME,…]
+ *   node dist/scripts/smoke.js [--old-skl DIR/bin/run.js] [--old-skl-0.3.0 DIR/bin/run.js] [--only NAME,…]
  *
  * Steps: doctor (its answers agree with the running kernel), TCP over IPv4 and IPv6 (attach, serve,
  * status, detach), UDP, a prefix binding (--address 127.0.0.9/32), xdp-count counting exactly N
- * packets over a veth pair, and (with --old-skl) upgrading skl 0.1.0's state. Everything happens in
- * throwaway network namespaces (loopback and link-local addresses only), removed at the end.
+ * packets over a veth pair, following a service in a cgroup across restarts, and (with --old-skl,
+ * --old-skl-0.3.0: builds of those releases, scripts/old-skl.sh) upgrading skl 0.1.0's and skl
+ * 0.3.0's state. Everything happens in throwaway network namespaces (loopback and link-local
+ * addresses only) and cgroups of its own, removed at the end.
  * Prints `ok N - step` / `not ok N - step: why` and ends with "N passed, N failed"; exit 1 on a failure.
  */
 import {spawn, spawnSync, type ChildProcess} from 'node:child_process';
@@ -29,6 +31,7 @@ const argValue = (name: string): string | undefined => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const oldSkl = argValue('--old-skl');
+const oldSkl030 = argValue('--old-skl-0.3.0');
 const only = argValue('--only')?.split(',');
 
 interface Run {
@@ -356,27 +359,14 @@ async function upgradeFromV010(): Promise<void> {
   skl(['detach', '--all', '--netns', ns.path]);
 }
 
-/** A service in a cgroup of its own, attached before it starts, restarted three times with no skl running. */
-async function followRestarts(): Promise<void> {
+/** Run `fn` with a cgroup v2 directory of the smoke's own; its processes are killed and it is removed afterwards. */
+async function withCgroup(name: string, fn: (dir: string) => Promise<void>): Promise<void> {
   const mount = cgroup2Mount();
   if (mount === undefined) throw new Error('cgroup v2 is not mounted');
-  const dir = `${mount}/skl-smoke-${process.pid}`;
+  const dir = `${mount}/skl-smoke-${process.pid}-${name}`;
   mkdirSync(dir);
   try {
-    const ns = netns();
-    skl(['attach', '--netns', ns.path, '--cgroup', dir, '--listener', '127.0.0.1:7005', '--ports', '8005', '--name', 'followed']);
-    for (let i = 1; i <= 3; i++) {
-      const server = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7005'], dir);
-      expectServed(client(ns, ['tcp', '127.0.0.1', 8005]), server.pid, [`127.0.0.1:8005 after start ${i}`]);
-      const gone = new Promise((resolve) => server.once('exit', resolve));
-      server.kill('SIGKILL');
-      await gone;
-      expectRefused(client(ns, ['tcp', '127.0.0.1', 8005]), [`127.0.0.1:8005 after stop ${i}`]);
-    }
-    const status = sklJson<StatusJson>(['status', '--netns', ns.path]);
-    const followed = status.attachments.find((a) => a.name === 'followed');
-    if (followed?.retaken !== 3) throw new Error(`status does not count 3 sockets re-taken: ${JSON.stringify(status)}`);
-    skl(['detach', 'followed', '--netns', ns.path]);
+    await fn(dir);
   } finally {
     for (const pid of readFileSync(`${dir}/cgroup.procs`, 'utf8').split('\n').filter(Boolean)) {
       try {
@@ -396,6 +386,80 @@ async function followRestarts(): Promise<void> {
   }
 }
 
+/** Stop a server (SIGKILL) and wait until it is gone. */
+async function kill(server: ChildProcess): Promise<void> {
+  const gone = new Promise((resolve) => server.once('exit', resolve));
+  server.kill('SIGKILL');
+  await gone;
+}
+
+/** A service in a cgroup of its own, attached before it starts, restarted three times with no skl running. */
+async function followRestarts(): Promise<void> {
+  await withCgroup('follow', async (dir) => {
+    const ns = netns();
+    skl(['attach', '--netns', ns.path, '--cgroup', dir, '--listener', '127.0.0.1:7005', '--ports', '8005', '--name', 'followed']);
+    for (let i = 1; i <= 3; i++) {
+      const server = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7005'], dir);
+      expectServed(client(ns, ['tcp', '127.0.0.1', 8005]), server.pid, [`127.0.0.1:8005 after start ${i}`]);
+      await kill(server);
+      expectRefused(client(ns, ['tcp', '127.0.0.1', 8005]), [`127.0.0.1:8005 after stop ${i}`]);
+    }
+    const status = sklJson<StatusJson>(['status', '--netns', ns.path]);
+    const followed = status.attachments.find((a) => a.name === 'followed');
+    if (followed?.retaken !== 3) throw new Error(`status does not count 3 sockets re-taken: ${JSON.stringify(status)}`);
+    skl(['detach', 'followed', '--netns', ns.path]);
+  });
+}
+
+/**
+ * skl 0.3.0's state (layout 2): TCP over IPv4 and IPv6, UDP, a prefix binding, and a service
+ * followed in a cgroup, restarted once under 0.3.0 (its socket is the one the follow program
+ * stored). After `skl upgrade`: every port served by the same processes, the followed service
+ * still followed (restarted again: the new process answers), `skl upgrade` again "already current".
+ */
+async function upgradeFromV030(): Promise<void> {
+  if (oldSkl030 === undefined || !existsSync(oldSkl030)) throw new Error(`skl 0.3.0 not found (--old-skl-0.3.0 ${oldSkl030})`);
+  await withCgroup('upgrade', async (dir) => {
+    const ns = netns();
+    const web = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7000', '::1:7000']);
+    const dns = await startInNetns(ns, UDP_SERVER, ['127.0.0.1', '7002']);
+    const pfx = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7010']);
+    let fol = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7005'], dir);
+    skl(['attach', '--netns', ns.path, '--pid', String(web.pid), '--name', 'web', '--ports', '8001-8002'], oldSkl030);
+    skl(['attach', '--netns', ns.path, '--pid', String(dns.pid), '--proto', 'udp', '--name', 'dns', '--ports', '8004'], oldSkl030);
+    skl(['attach', '--netns', ns.path, '--pid', String(pfx.pid), '--name', 'pfx', '--ports', '8010', '--address', '127.0.0.0/24'], oldSkl030);
+    skl(['attach', '--netns', ns.path, '--cgroup', dir, '--listener', '127.0.0.1:7005', '--name', 'fol', '--ports', '8005'], oldSkl030);
+    await kill(fol);
+    fol = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7005'], dir);
+    expectServed(client(ns, ['tcp', '127.0.0.1', 8005]), fol.pid, ['127.0.0.1:8005 after a restart (skl 0.3.0)']);
+    const before = sklJson<StatusJson>(['status', '--netns', ns.path]);
+    if (before.attachments.length !== 4 || before.attachments.some((a) => a.layout !== 2)) {
+      throw new Error(`status of skl 0.3.0's state: expected four layout-2 services: ${JSON.stringify(before)}`);
+    }
+    const up = sklJson<{namespaces: {result: string; fromLayout: number}[]}>(['upgrade', '--netns', ns.path]);
+    if (up.namespaces[0]?.result !== 'upgraded' || up.namespaces[0]?.fromLayout !== 2) throw new Error(`skl upgrade: ${JSON.stringify(up)}`);
+    const served: [string, string, number, ChildProcess][] = [
+      ['tcp', '127.0.0.1', 8001, web],
+      ['tcp', '::1', 8002, web],
+      ['udp', '127.0.0.1', 8004, dns],
+      ['tcp', '127.0.0.5', 8010, pfx],
+      ['tcp', '127.0.0.1', 8005, fol],
+    ];
+    for (const [proto, host, port, server] of served) expectServed(client(ns, [proto, host, port]), server.pid, [`${proto} ${host}:${port} (upgraded)`]);
+    expectRefused(client(ns, ['tcp', '127.0.1.1', 8010]), ['127.0.1.1:8010 (outside the prefix, upgraded)']);
+    const after = sklJson<StatusJson>(['status', '--netns', ns.path]);
+    const view = (st: StatusJson): string => JSON.stringify(st.attachments.map((a) => [a.name, a.pid, a.alive, a.bindings]));
+    if (view(after) !== view(before) || after.upgrade !== undefined) throw new Error(`status after the upgrade: ${view(after)}; before: ${view(before)}`);
+    // still followed, by the new follow program
+    await kill(fol);
+    fol = await startInNetns(ns, TCP_SERVER, ['127.0.0.1:7005'], dir);
+    expectServed(client(ns, ['tcp', '127.0.0.1', 8005]), fol.pid, ['127.0.0.1:8005 after a restart (upgraded)']);
+    const again = skl(['upgrade', '--netns', ns.path]);
+    if (!/already current/.test(again.stdout)) throw new Error(`skl upgrade again: ${describe(again)}`);
+    skl(['detach', '--all', '--netns', ns.path]);
+  });
+}
+
 const STEPS: [string, string, () => Promise<void>][] = [
   ['doctor', 'skl doctor passes and its answers agree with the kernel', doctor],
   ['tcp', 'TCP over IPv4 and IPv6: attach, serve, status, detach', tcpBothFamilies],
@@ -404,6 +468,7 @@ const STEPS: [string, string, () => Promise<void>][] = [
   ['xdp', 'xdp-count counts exactly N packets over a veth pair, then detaches', xdpCountVeth],
   ['follow', 'following a service in a cgroup across 3 restarts, with no skl running', followRestarts],
   ['upgrade', "skl upgrade from skl 0.1.0's state: every port still served", upgradeFromV010],
+  ['upgrade-0.3.0', "skl upgrade from skl 0.3.0's state (a prefix binding, a followed service restarted before and after): every port still served, still followed", upgradeFromV030],
 ];
 
 async function main(): Promise<number> {
@@ -415,7 +480,7 @@ async function main(): Promise<number> {
   let passed = 0;
   let failed = 0;
   let n = 0;
-  const steps = STEPS.filter(([id]) => (only ? only.includes(id) : id !== 'upgrade' || oldSkl !== undefined));
+  const steps = STEPS.filter(([id]) => (only ? only.includes(id) : (id !== 'upgrade' || oldSkl !== undefined) && (id !== 'upgrade-0.3.0' || oldSkl030 !== undefined)));
   try {
     for (const [, title, fn] of steps) {
       n += 1;

@@ -2,8 +2,8 @@
 # npm run test:kernel — the kernel matrix: boot Debian 12's LTS kernel (linux-image-6.1.0-*-amd64-unsigned)
 # under QEMU (TCG: no KVM needed) with this machine's root filesystem shared read-only (virtiofs;
 # 9p when virtiofsd is unusable), and run the kernel smoke inside it (scripts/smoke.ts: skl doctor,
-# attach/serve/detach over IPv4 and IPv6, UDP, a prefix binding, xdp-count over a veth, upgrade from
-# skl 0.1.0's state) and doctor's own tests (test/doctor.test.ts: every probe agrees with the kernel),
+# attach/serve/detach over IPv4 and IPv6, UDP, a prefix binding, xdp-count over a veth, following a
+# service across restarts, upgrades from skl 0.1.0's and skl 0.3.0's state) and doctor's own tests (test/doctor.test.ts: every probe agrees with the kernel),
 # in network namespaces of the guest. The guest has no network device at all.
 #
 #   npm run test:kernel                       # the newest 6.1 kernel apt knows
@@ -124,7 +124,7 @@ fi
 flock -u 9
 exec 9>&-
 
-# --- this checkout, built; skl 0.1.0 for the upgrade step ---
+# --- this checkout, built; skl 0.1.0 and 0.3.0 for the upgrade steps ---
 bash scripts/setup.sh
 run=$(mktemp -d "$cache/run.XXXXXX")
 vfsd_pid=''
@@ -139,9 +139,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [ -z "$cmd" ]; then
-  bash scripts/old-skl.sh "$run/old" >/dev/null
+  # both at once (each is a TypeScript build of its own)
+  bash scripts/old-skl.sh "$run/old" >/dev/null &
+  old010=$!
+  bash scripts/old-skl.sh "$run/old030" v0.3.0 >/dev/null &
+  old030=$!
+  wait "$old010"
+  wait "$old030"
   # the smoke, then doctor's own tests (its probes against this kernel); CI=true: nothing may skip
-  cmd="rc=0; node dist/scripts/smoke.js --old-skl /mnt/work/old/bin/run.js || rc=1; CI=true node scripts/run-tests.js dist/test/doctor.test.js || rc=1; exit \$rc"
+  cmd="rc=0; node dist/scripts/smoke.js --old-skl /mnt/work/old/bin/run.js --old-skl-0.3.0 /mnt/work/old030/bin/run.js || rc=1; CI=true node scripts/run-tests.js dist/test/doctor.test.js || rc=1; exit \$rc"
 fi
 printf '%s\n' "$cmd" >"$run/job.sh"
 

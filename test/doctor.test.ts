@@ -37,19 +37,24 @@ const IDS = [
   'link_update',
   'sockmap',
   'pidfd_getfd',
-  'lpm_trie',
   'batch_ops',
   'mmapable',
+  'inner_map',
   'dispatcher',
+  'sk_follow',
+  'sk_follow_sock',
+  'sk_follow_udp',
+  'sk_reply',
   'xdp',
   'xdp_link',
   'xdp_count',
   'netns_cookie',
-  'follow_udp',
   'tcx',
   'endianness',
 ];
-const FEATURE_IDS = ['ports', 'upgrade', 'xdp-count', 'follow', 'follow-udp', 'udp-replies'];
+const FEATURE_IDS = ['ports', 'prefix-bindings', 'upgrade', 'xdp-count', 'follow', 'follow-udp', 'udp-replies'];
+/** The programs loaded beside skl's dispatcher, each a check of its own (src/dispatcher/state.ts: OPTIONAL_PROGRAMS). */
+const DISPATCHER_PROGRAMS = ['sk_follow', 'sk_follow_sock', 'sk_follow_udp', 'sk_reply'];
 
 interface Feature {
   id: string;
@@ -74,11 +79,17 @@ interface Run {
   stderr: string;
 }
 
-/** Run bin/run.js (without blocking the event loop); `env` is added to ours, undefined values removed. */
+/**
+ * Run bin/run.js (without blocking the event loop); `env` is added to ours, undefined values removed.
+ * The time limit only catches a hang: under QEMU TCG (the kernel matrix) one doctor takes ≈12 s, and
+ * this file runs several at once on two CPUs.
+ */
 function skl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   const merged = Object.fromEntries(Object.entries({...process.env, ...env}).filter(([, v]) => v !== undefined));
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], {encoding: 'utf8', timeout: 60_000, env: merged}, (error, stdout, stderr) => {
+    const child = execFile(process.execPath, [BIN, ...args], {encoding: 'utf8', timeout: 600_000, env: merged}, (error, stdout, stderr) => {
+      // a command stopped by the time limit may exit 0 on its SIGTERM: never a result
+      if (child.killed) return resolve({code: null, stdout, stderr: `${stderr}\n(killed: no answer within 600 s)`});
       const code = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
       resolve({code, stdout, stderr});
     });
@@ -117,7 +128,7 @@ async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Pro
   // Only what the coming and the optional features need is optional.
   t.deepEqual(
     report.checks.filter((c) => !c.required).map((c) => c.id),
-    ['kernel', 'cgroup2', 'netns_cookie', 'follow_udp', 'tcx'],
+    ['kernel', 'cgroup2', 'inner_map', ...DISPATCHER_PROGRAMS, 'netns_cookie', 'tcx'],
   );
   t.deepEqual(
     report.features.map((f) => f.id),
@@ -141,7 +152,7 @@ async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Pro
   );
   t.deepEqual(
     report.features.filter((f) => f.optional).map((f) => f.id),
-    ['follow', 'follow-udp'],
+    ['prefix-bindings', 'follow', 'follow-udp'],
   );
   t.is(report.ok, report.checks.every((c) => c.ok || !c.required));
   t.is(report.ok, report.features.every((f) => f.available || f.planned || f.optional), 'ok exactly when every shipped, required feature is available');
@@ -317,13 +328,50 @@ test('skl doctor reports a missing kernel feature as a failed check (exit 1)', a
 });
 
 test('skl doctor: a missing feature that only coming features need is reported, and does not fail the doctor', async t => {
+  const report = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'sk_reply'});
+  t.false(byId(report, 'sk_reply').ok);
+  t.false(byId(report, 'sk_reply').required);
+  t.regex(byId(report, 'sk_reply').hint!, /needs Linux ≥5\.9 \(only for UDP replies/);
+  const replies = report.features.find((f) => f.id === 'udp-replies')!;
+  t.like(replies, {available: false, planned: true, minKernel: '5.9'});
+  t.regex(replies.detail, /^needs Linux ≥5\.9: skl's UDP reply program \(sk_reply/);
+});
+
+test('skl doctor: TCX links missing (Linux < 6.6) fail nothing: skl attaches its tc programs as clsact filters', async t => {
   const report = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'tcx'});
   t.false(byId(report, 'tcx').ok);
   t.false(byId(report, 'tcx').required);
-  t.regex(byId(report, 'tcx').hint!, /needs Linux ≥6\.6 \(only for UDP replies/);
-  const replies = report.features.find((f) => f.id === 'udp-replies')!;
-  t.like(replies, {available: false, planned: true, minKernel: '6.6'});
-  t.regex(replies.detail, /^needs Linux ≥6\.6: TCX links/);
+  t.regex(byId(report, 'tcx').hint!, /needs Linux ≥6\.6 \(without it skl attaches its tc programs as clsact filters\)/);
+  t.deepEqual(
+    report.features.filter((f) => f.needs.includes('tcx')).map((f) => f.id),
+    [],
+  );
+});
+
+// The dispatcher object is loaded as skl loads it: the programs beside sk_dispatch are each a check
+// of their own, a missing one fails only the feature that needs it (an optional or coming one).
+test('skl doctor: a program beside the dispatcher that does not load fails its own check and feature only', async t => {
+  const report = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'sk_follow,inner_map'});
+  const follow = byId(report, 'sk_follow');
+  t.false(follow.ok);
+  t.false(follow.required);
+  t.is(follow.minKernel, '5.15');
+  t.regex(follow.hint!, /needs Linux ≥5\.15 \(only for following TCP services/);
+  t.like(report.features.find((f) => f.id === 'follow'), {available: false, optional: true, minKernel: '5.15'});
+  t.like(report.features.find((f) => f.id === 'prefix-bindings'), {available: false, optional: true, minKernel: '5.10'});
+  const plain = await doctorJson(t);
+  t.is(report.ok, plain.ok, 'the doctor passes or fails as without them');
+  t.is(report.features.find((f) => f.id === 'ports')!.available, plain.features.find((f) => f.id === 'ports')!.available);
+  // each program names the kernel it needs
+  t.deepEqual(
+    DISPATCHER_PROGRAMS.map((id) => [id, byId(report, id).minKernel]),
+    [
+      ['sk_follow', '5.15'],
+      ['sk_follow_sock', '5.9'],
+      ['sk_follow_udp', '5.10'],
+      ['sk_reply', '5.9'],
+    ],
+  );
 });
 
 // A libbpf.so.1 too old for skl, found first through LD_LIBRARY_PATH: doctor must report it as a
@@ -371,21 +419,22 @@ privileged('skl doctor passes on a machine that runs the privileged tests', asyn
   );
 });
 
-// Following's checks load skl's own programs (UDP) or probe the helper (TCP): their answers agree
-// with the kernels that added what those programs use (this machine's 6.18, the matrix's 6.1).
+// Following's checks load skl's own programs (sk_follow for TCP; sk_follow_sock and sk_follow_udp
+// for UDP): their answers agree with the kernels that added what those programs use (this
+// machine's 6.18, the matrix's 6.1).
 privileged('doctor: following TCP (≥5.15) and UDP (≥5.10) are available exactly on the kernels that have what they use', async t => {
   const report = await doctorJson(t);
   const kernel = parseVersion(os.release())!;
-  for (const [check, feature, min] of [['netns_cookie', 'follow', '5.15'], ['follow_udp', 'follow-udp', '5.10']] as const) {
+  for (const [check, feature, min] of [['sk_follow', 'follow', '5.15'], ['sk_follow_udp', 'follow-udp', '5.10']] as const) {
     const expected = compareVersions(kernel, parseVersion(min)!) >= 0;
     t.like(byId(report, check), {ok: expected, minKernel: min, required: false}, `${check} on ${os.release()}`);
     t.like(report.features.find((f) => f.id === feature), {available: expected, optional: true, minKernel: min}, feature);
   }
   // a kernel without it: the feature says which kernel it needs, and doctor still passes
-  const without = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'follow_udp'});
-  t.like(byId(without, 'follow_udp'), {ok: false, required: false});
-  t.regex(byId(without, 'follow_udp').hint!, /needs Linux ≥5\.10 \(only for following UDP services across restarts/);
-  t.regex(without.features.find((f) => f.id === 'follow-udp')!.detail, /^needs Linux ≥5\.10: skl's UDP follow programs load/);
+  const without = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'sk_follow_udp'});
+  t.like(byId(without, 'sk_follow_udp'), {ok: false, required: false});
+  t.regex(byId(without, 'sk_follow_udp').hint!, /needs Linux ≥5\.10 \(only for following UDP services across restarts/);
+  t.regex(without.features.find((f) => f.id === 'follow-udp')!.detail, /^needs Linux ≥5\.10: skl's follow program for UDP \(sk_follow_udp/);
   t.true(without.ok);
 });
 
@@ -420,7 +469,7 @@ needing(['setpriv']).privileged('without CAP_SYS_ADMIN: the attaching probes are
   const {createNetns} = await import('./helpers/netns.js');
   const ns = createNetns(t);
   const drop = ['--bounding-set', '-sys_admin', '--inh-caps', '-sys_admin', process.execPath, BIN];
-  const r = ns.exec(setpriv, [...drop, 'doctor', '--json'], {timeoutMs: 60_000});
+  const r = ns.exec(setpriv, [...drop, 'doctor', '--json'], {timeoutMs: 600_000});
   const report = JSON.parse(r.stdout) as Report;
   for (const id of ['sk_lookup_link', 'link_update', 'sockmap', 'xdp_link', 'tcx']) {
     const c = byId(report, id);
@@ -436,7 +485,7 @@ needing(['setpriv']).privileged('without CAP_SYS_ADMIN: the attaching probes are
   t.false(xdp.available);
   t.notRegex(xdp.detail, /needs Linux/, 'not blamed on the kernel');
 
-  const count = ns.exec(setpriv, [...drop, 'xdp-count', 'lo', '--count', '1', '--interval', '0.1', '--json'], {timeoutMs: 60_000, env: {...process.env, NO_COLOR: '1'}});
+  const count = ns.exec(setpriv, [...drop, 'xdp-count', 'lo', '--count', '1', '--interval', '0.1', '--json'], {timeoutMs: 600_000, env: {...process.env, NO_COLOR: '1'}});
   t.is(count.code, 0, count.stderr);
   t.regex(count.stdout, /"type":"summary"/);
 });

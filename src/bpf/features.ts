@@ -21,7 +21,7 @@ export type Feature =
   | 'link_update'
   | 'sockmap'
   | 'pidfd_getfd'
-  | 'lpm_trie'
+  | 'inner_map'
   | 'batch_ops'
   | 'mmapable'
   | 'xdp'
@@ -43,7 +43,7 @@ export const FEATURES: Record<Feature, FeatureInfo> = {
   link_update: {description: 'bpf_link_update on a network namespace link (swap the program atomically)', minKernel: '5.9'},
   sockmap: {description: 'listening TCP and unconnected UDP sockets in a SOCKMAP', minKernel: '5.7'},
   pidfd_getfd: {description: 'pidfd_getfd(2)', minKernel: '5.6'},
-  lpm_trie: {description: 'LPM trie maps', minKernel: '4.11'},
+  inner_map: {description: 'a map-in-map slot taking a hash larger than its template (the bindings hash of a local prefix)', minKernel: '5.10'},
   batch_ops: {description: 'batched map updates (BPF_MAP_UPDATE_BATCH on hashes and arrays)', minKernel: '5.6'},
   mmapable: {description: 'memory-mapped arrays (BPF_F_MMAPABLE)', minKernel: '5.5'},
   xdp: {description: 'XDP programs', minKernel: '4.8'},
@@ -77,7 +77,7 @@ const BPF_PROG_TYPE_SCHED_CLS = 3;
 const BPF_PROG_TYPE_SOCK_OPS = 13;
 const BPF_MAP_TYPE_HASH = 1;
 const BPF_MAP_TYPE_ARRAY = 2;
-const BPF_MAP_TYPE_LPM_TRIE = 11;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS = 12;
 const BPF_MAP_TYPE_SOCKMAP = 15;
 const BPF_SK_LOOKUP = 36;
 const BPF_XDP = 37;
@@ -138,9 +138,10 @@ function loadProgram(type: number, retval: number, expectedAttachType = 0): numb
   return check(libbpf.bpf_prog_load(type, 'skl_probe', 'GPL', trivialProgram(retval), 2, opts), `loading a test program (type ${type})`);
 }
 
-function createMap(type: number, keySize: number, valueSize: number, maxEntries: number, flags = 0): number {
+function createMap(type: number, keySize: number, valueSize: number, maxEntries: number, flags = 0, innerMapFd = 0): number {
   const opts = Buffer.alloc(MAP_CREATE_OPTS_SIZE);
   opts.writeBigUInt64LE(BigInt(MAP_CREATE_OPTS_SIZE), 0);
+  opts.writeUInt32LE(innerMapFd, 24);
   opts.writeUInt32LE(flags >>> 0, 28);
   return check(libbpf.bpf_map_create(type, 'skl_probe', keySize, valueSize, maxEntries, opts), `creating a test map (type ${type})`);
 }
@@ -228,9 +229,15 @@ const PROBES: Record<Feature, () => void> = {
       libc.close(pidfd);
     }
   },
-  lpm_trie: () => {
-    libc.close(createMap(BPF_MAP_TYPE_LPM_TRIE, 8, 4, 1, BPF_F_NO_PREALLOC));
-  },
+  // skl's binding_tables: an array of maps declared with a 1-entry hash, holding the bindings hash
+  // of up to a million (Linux 5.10 stopped comparing an inner hash's max_entries with the template's)
+  inner_map: () =>
+    withFds((keep) => {
+      const template = keep(createMap(BPF_MAP_TYPE_HASH, 24, 8, 1, BPF_F_NO_PREALLOC));
+      const outer = keep(createMap(BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, 1, 0, template));
+      const table = keep(createMap(BPF_MAP_TYPE_HASH, 24, 8, 2, BPF_F_NO_PREALLOC));
+      check(libbpf.bpf_map_update_elem(outer, u32(0), u32(table), 0), 'putting a larger hash into an array of maps');
+    }),
   batch_ops: () =>
     withFds((keep) => {
       const opts = Buffer.alloc(24);

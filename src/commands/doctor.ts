@@ -13,7 +13,7 @@ export default class Doctor extends SklCommand {
   static override examples = ['<%= config.bin %> doctor', '<%= config.bin %> doctor --json'];
   static override flags = {
     json: Flags.boolean({
-      description: 'print one JSON object {ok, kernel, checks: [{id, ok, detail, hint, minKernel, required}], features: [{id, name, planned, available, needs, minKernel, detail}]}',
+      description: 'print one JSON object {ok, kernel, checks: [{id, ok, detail, hint, minKernel, required}], features: [{id, name, planned, optional, available, needs, minKernel, detail}]}',
     }),
   };
 
@@ -34,7 +34,8 @@ export default class Doctor extends SklCommand {
       }
       process.stdout.write(`\nskl on this kernel (Linux ${report.kernel}):\n`);
       for (const f of report.features) {
-        const mark = f.available ? c.green('✔') : f.planned ? c.yellow('–') : c.red('✘');
+        // ✘ fails the doctor; – is a coming feature, or an optional one, missing
+        const mark = f.available ? c.green('✔') : f.planned || f.optional ? c.yellow('–') : c.red('✘');
         const why = f.available ? '' : c.dim(` — not available: ${f.detail}`);
         process.stdout.write(`${mark} ${f.id.padEnd(width)}  ${f.name}${why}\n`);
       }

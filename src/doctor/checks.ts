@@ -213,44 +213,50 @@ async function checkLibbpf(): Promise<Check> {
 
 type ProbeFeature = import('../bpf/features.js').Feature;
 
-/** The kernel checks, in order: the probed features and skl's two BPF objects. */
+/** The kernel checks, in order: the probed features, and skl's own programs as skl loads them. */
 export const KERNEL_CHECKS = [
   'sk_lookup',
   'sk_lookup_link',
   'link_update',
   'sockmap',
   'pidfd_getfd',
-  'lpm_trie',
   'batch_ops',
   'mmapable',
+  'inner_map',
   'dispatcher',
+  'sk_follow',
+  'sk_follow_sock',
+  'sk_follow_udp',
+  'sk_reply',
   'xdp',
   'xdp_link',
   'xdp_count',
   'netns_cookie',
-  'follow_udp',
   'tcx',
 ] as const;
 export type KernelCheck = (typeof KERNEL_CHECKS)[number];
 
-/** The programs of sk_dispatch.o besides the dispatcher: each loads only where its feature can (src/dispatcher/state.ts). */
-const DISPATCHER_EXTRAS = ['sk_follow', 'sk_follow_sock', 'sk_follow_udp', 'sk_reply'];
-const allBut = (keep: string[]): string[] => DISPATCHER_EXTRAS.filter((p) => !keep.includes(p));
+/**
+ * skl's own compiled programs: loading them is the final word on whether this kernel takes them.
+ * The dispatcher object is loaded as skl loads it (src/dispatcher/state.ts, loadDispatcher): its
+ * sk_lookup program must load; each of the programs beside it is left out on a kernel that refuses
+ * it, and is a check of its own here, with the kernel it needs.
+ */
+const OBJECTS: Partial<Record<KernelCheck, {description: string; minKernel: string}>> = {
+  dispatcher: {description: "skl's sk_lookup dispatcher (sk_dispatch in bpf/sk_dispatch.o) loads", minKernel: '5.9'},
+  // bpf_get_netns_cookie() in sock_ops (5.15)
+  sk_follow: {description: "skl's follow program for TCP (sk_follow, sock_ops: a new listener stored in the SOCKMAP) loads", minKernel: '5.15'},
+  // socket storage from cgroup sock programs (5.9)
+  sk_follow_sock: {description: "skl's UDP socket tagger for followed cgroups (sk_follow_sock, cgroup sock_create: socket storage) loads", minKernel: '5.9'},
+  // a SOCKMAP update from a tc program (5.10)
+  sk_follow_udp: {description: "skl's follow program for UDP (sk_follow_udp, tc ingress: a SOCKMAP update from tc) loads", minKernel: '5.10'},
+  sk_reply: {description: "skl's UDP reply program (sk_reply, tc egress: the reply's source port rewritten) loads", minKernel: '5.9'},
+  xdp_count: {description: "skl's XDP counter (bpf/xdp_count.o) loads", minKernel: '5.9'},
+};
 
-/** skl's own compiled programs: loading them is the final word on whether this kernel takes them. */
-const OBJECTS: Partial<Record<KernelCheck, {file: string; description: string; minKernel: string; skip?: string[]}>> = {
-  // the programs that run beside it are checked apart: the dispatcher loads without them where it cannot
-  dispatcher: {file: 'sk_dispatch.o', description: "skl's sk_lookup dispatcher (bpf/sk_dispatch.o) loads", minKernel: '5.9', skip: DISPATCHER_EXTRAS},
-  // socket storage in a cgroup sock_create program (5.10, commit f7c6cb1d9728) and SOCKMAP updates
-  // from a tc program (5.10, commit 0126240f448d); the rest it uses is older (sk_lookup_udp from tc
-  // 4.20, the current cgroup's ancestors from cgroup sock programs 5.7, cgroup links 5.7, clsact 4.5)
-  follow_udp: {
-    file: 'sk_dispatch.o',
-    description: "skl's UDP follow programs load (sk_follow_sock: socket storage in cgroup/sock_create; sk_follow_udp: SOCKMAP updates from tc)",
-    minKernel: '5.10',
-    skip: allBut(['sk_follow_sock', 'sk_follow_udp']),
-  },
-  xdp_count: {file: 'xdp_count.o', description: "skl's XDP counter (bpf/xdp_count.o) loads", minKernel: '5.9'},
+/** What a check that nothing skl ships needs is for, when no feature names it. */
+const NOTES: Partial<Record<KernelCheck, string>> = {
+  tcx: 'without it skl attaches its tc programs as clsact filters',
 };
 
 export interface SklFeature {
@@ -271,13 +277,14 @@ export const SKL_FEATURES: readonly SklFeature[] = [
     id: 'ports',
     name: 'extra ports: attach, detach, ports, status, metrics',
     planned: false,
-    needs: ['btf', 'bpffs', 'libbpf', 'privileges', 'sk_lookup', 'sk_lookup_link', 'sockmap', 'pidfd_getfd', 'lpm_trie', 'batch_ops', 'mmapable', 'dispatcher', 'endianness'],
+    needs: ['btf', 'bpffs', 'libbpf', 'privileges', 'sk_lookup', 'sk_lookup_link', 'sockmap', 'pidfd_getfd', 'batch_ops', 'mmapable', 'dispatcher', 'endianness'],
   },
+  {id: 'prefix-bindings', name: 'bindings of a local prefix or address: attach --address', planned: false, optional: true, needs: ['dispatcher', 'inner_map']},
   {id: 'upgrade', name: 'skl upgrade: a new program behind the pinned link, atomically', planned: false, needs: ['libbpf', 'privileges', 'bpffs', 'link_update', 'dispatcher']},
   {id: 'xdp-count', name: 'skl xdp-count', planned: false, needs: ['libbpf', 'privileges', 'xdp', 'xdp_link', 'xdp_count', 'endianness']},
-  {id: 'follow', name: 'following TCP services across restarts: attach --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'netns_cookie', 'cgroup2']},
-  {id: 'follow-udp', name: 'following UDP services across restarts: attach --proto udp with --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'follow_udp', 'cgroup2']},
-  {id: 'udp-replies', name: 'UDP replies from the extra port (coming)', planned: true, needs: ['tcx']},
+  {id: 'follow', name: 'following TCP services across restarts: attach --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'netns_cookie', 'sk_follow', 'cgroup2']},
+  {id: 'follow-udp', name: 'following UDP services across restarts: attach --proto udp with --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'sk_follow_sock', 'sk_follow_udp', 'cgroup2']},
+  {id: 'udp-replies', name: 'UDP replies from the extra port (coming)', planned: true, needs: ['sk_reply']},
 ];
 
 /** Whether a shipped feature needs the check (a failure then fails the doctor). */
@@ -285,6 +292,82 @@ const isRequired = (id: string): boolean => SKL_FEATURES.some((f) => !f.planned 
 
 /** Names of the planned features that need a check, for the hint of an optional one. */
 const plannedUsers = (id: string): string[] => SKL_FEATURES.filter((f) => (f.planned || f.optional) && f.needs.includes(id)).map((f) => f.name.replace(/ \(coming\)$/, ''));
+
+/** A failed load in one line: the verifier's last words (before its statistics), else the error's first line. */
+function loadFailure(error: unknown): string {
+  const log = (error as {log?: unknown}).log;
+  if (typeof log === 'string') {
+    const why = log
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !/^(processed \d+ insns|verification time|stack depth|-- END PROG LOAD LOG --)/.test(l))
+      .at(-1);
+    if (why) return `${firstLine(error).replace(/:$/, '')}: ${why}`;
+  }
+  return firstLine(error);
+}
+
+interface DispatcherLoad {
+  /** sk_dispatch itself did not load */
+  error?: unknown;
+  /** the programs besides it that loaded, and why the others did not */
+  loaded: ReadonlySet<string>;
+  refused: ReadonlyMap<string, string>;
+}
+
+let dispatcherLoad: Promise<DispatcherLoad> | undefined;
+
+/**
+ * Load the dispatcher object as skl does when it creates a dispatcher, once (each program beside
+ * sk_dispatch is left out where the kernel refuses it); for each program left out, why: it alone,
+ * as skl loads it when a dispatcher first needs it (ensureProgram in src/dispatcher/store.ts).
+ */
+function loadDispatcherObject(): Promise<DispatcherLoad> {
+  dispatcherLoad ??= (async () => {
+    const {loadDispatcher, OPTIONAL_PROGRAMS} = await import('../dispatcher/state.js');
+    let loaded: Set<string>;
+    try {
+      const r = loadDispatcher();
+      r.obj.close();
+      loaded = new Set(r.loaded);
+    } catch (error) {
+      return {error, loaded: new Set(), refused: new Map()};
+    }
+    const refused = new Map<string, string>();
+    for (const p of OPTIONAL_PROGRAMS.filter((q) => !loaded.has(q))) {
+      try {
+        loadDispatcher({only: p}).obj.close();
+        loaded.add(p); // skl loads it alone where a dispatcher needs it
+      } catch (error) {
+        refused.set(p, loadFailure(error));
+      }
+    }
+    return {loaded, refused};
+  })();
+  return dispatcherLoad;
+}
+
+const faked = (id: string): boolean => (process.env.SKL_FAKE_MISSING_FEATURES ?? '').split(',').includes(id);
+
+/** Whether one of skl's programs loads: undefined when it does, else why not. */
+async function objectLoads(id: KernelCheck): Promise<{failed?: string; notChecked?: string}> {
+  if (faked(id)) return {failed: 'SKL_FAKE_MISSING_FEATURES'};
+  if (id === 'xdp_count') {
+    const {BpfObject} = await import('../bpf/object.js');
+    try {
+      BpfObject.load(objectBytes('xdp_count.o'), {name: 'xdp_count.o'}).close();
+      return {};
+    } catch (error) {
+      if ((error as Error).name === 'PermissionError') throw error;
+      return {failed: loadFailure(error)};
+    }
+  }
+  const d = await loadDispatcherObject();
+  if (d.error !== undefined && (d.error as Error).name === 'PermissionError') throw d.error;
+  if (id === 'dispatcher') return d.error === undefined ? {} : {failed: loadFailure(d.error)};
+  if (d.error !== undefined) return {notChecked: "skl's sk_lookup dispatcher itself does not load"};
+  return d.loaded.has(id) ? {} : {failed: d.refused.get(id) ?? 'not loaded'};
+}
 
 function objectBytes(file: string): Buffer {
   // dist/src/doctor/ → the package root's bpf/
@@ -298,7 +381,8 @@ async function checkKernelFeature(id: KernelCheck, prerequisites: {libbpf: boole
   const required = isRequired(id);
   const base = {id, minKernel: info.minKernel, required};
   const users = plannedUsers(id);
-  const needed = `needs Linux ≥${info.minKernel}${required || users.length === 0 ? '' : ` (only for ${users.join(', ')})`}`;
+  const note = NOTES[id];
+  const needed = `needs Linux ≥${info.minKernel}${required ? '' : users.length ? ` (only for ${users.join(', ')})` : note ? ` (${note})` : ''}`;
   const notChecked = (why: string, hint: string): Check => ({...base, ok: false, detail: `${info.description}: not checked: ${why}`, hint});
   if (id !== 'pidfd_getfd') {
     if (!prerequisites.libbpf) return notChecked('libbpf could not be loaded', 'fix the libbpf check first');
@@ -306,10 +390,10 @@ async function checkKernelFeature(id: KernelCheck, prerequisites: {libbpf: boole
   }
   try {
     if (object !== undefined) {
-      const {BpfObject} = await import('../bpf/object.js');
-      if ((process.env.SKL_FAKE_MISSING_FEATURES ?? '').split(',').includes(id)) throw new Error('SKL_FAKE_MISSING_FEATURES');
-      BpfObject.load(objectBytes(object.file), {name: object.file, skipPrograms: object.skip}).close();
-      return {...base, ok: true, detail: `${info.description} (Linux ≥${info.minKernel})`, hint: null};
+      const r = await objectLoads(id);
+      if (r.notChecked) return notChecked(r.notChecked, 'fix the dispatcher check first');
+      if (r.failed === undefined) return {...base, ok: true, detail: `${info.description} (Linux ≥${info.minKernel})`, hint: null};
+      return {...base, ok: false, detail: `${info.description}: ${r.failed}`, hint: needed};
     }
     const result = features.probe(id as ProbeFeature);
     if (result.available) return {...base, ok: true, detail: `${info.description} (Linux ≥${info.minKernel})`, hint: null};
