@@ -4,7 +4,6 @@
 // of the service, and never a socket of a process outside the cgroup or of another network
 // namespace; a reuseport group keeps serving while one member is left.
 import type {ExecutionContext} from 'ava';
-import type {ChildProcess} from 'node:child_process';
 import {existsSync} from 'node:fs';
 import {spawnSync} from 'node:child_process';
 import {createInterface} from 'node:readline';
@@ -21,7 +20,7 @@ import {TOY_SERVER_SCRIPT} from './helpers/servers.js';
 import {needing, privileged} from './helpers/privileged.js';
 import {bpfLinks} from './helpers/links.js';
 import {inCgroup, makeCgroup, type TestCgroup} from './helpers/cgroups.js';
-import {reuseportServerBinary, startReuseportMember} from './helpers/reuseport.js';
+import {reuseportServerBinary, startReuseportMember, startServerIn, type ServerProcess} from './helpers/reuseport.js';
 import {describeRun, pinFilesOf, runSkl, stderrLines} from './helpers/reliability.js';
 
 const HOST = '127.0.0.1';
@@ -32,50 +31,14 @@ const BPF_CGROUP_SOCK_OPS = 3;
 type Proto = 'tcp' | 'udp';
 type Cg = TestCgroup;
 
-interface Srv {
-  pid: number;
-  child: ChildProcess;
-  stop(): Promise<void>;
-  /** connections or datagrams it answered so far */
-  served(): number;
-}
+type Srv = ServerProcess;
 
 /** The toy server (TCP or UDP), started inside cgroup `cg` (or none) and namespace `ns`; resolves once it listens (is bound). */
 async function serve(t: ExecutionContext, ns: Netns, cg: Cg | undefined, port: number, host = HOST, proto: Proto = 'tcp'): Promise<Srv> {
   const argv = [process.execPath, TOY_SERVER_SCRIPT, '--proto', proto, '--host', host, '--port', String(port), '--exit-on-stdin-eof'];
-  const [cmd, ...args] = cg ? inCgroup(cg.dir, argv) : argv;
-  const child = ns.spawn(cmd, args, {stdio: ['pipe', 'pipe', 'pipe']});
-  let stderr = '';
-  let served = 0;
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const pid = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not listen; stderr: ${stderr}`)), 30_000);
-    createInterface({input: child.stdout!}).on('line', line => {
-      try {
-        const e = JSON.parse(line) as {event?: string; pid?: number};
-        if (e.event === 'listening' && e.pid) {
-          clearTimeout(timer);
-          resolve(e.pid);
-        } else if (e.event === 'accepted' || e.event === 'datagram') {
-          served++;
-        }
-      } catch {
-        // not an event
-      }
-    });
-    child.once('exit', code => {
-      clearTimeout(timer);
-      reject(new Error(`server exited (${code}); stderr: ${stderr}`));
-    });
-  });
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise(r => child.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
-  };
-  t.teardown(stop);
-  return {pid, child, stop, served: () => served};
+  const s = await startServerIn(ns, argv, cg?.dir, 'toy server');
+  t.teardown(() => s.stop());
+  return s;
 }
 
 /** Who answers one connection (TCP) or datagram (UDP) to host:port: its pid, or the error. */

@@ -128,29 +128,37 @@ export function reuseportServerBinary(cc: string): string {
   return built;
 }
 
-export interface ReuseportMember {
+/** A server process of a test: its pid, the connections or datagrams it answered so far, and a way to stop it. */
+export interface ServerProcess {
   pid: number;
   child: ChildProcess;
   /** connections (TCP) or datagrams (UDP) it answered so far */
   served(): number;
+  /** SIGKILL; resolves once it has exited */
   stop(): Promise<void>;
 }
 
 /**
- * Start a member in `ns` (through a shell that first moves itself into the cgroup directory
- * `cgroupDir`, when given); resolves once it is bound (and listening).
+ * Start `argv` in `ns` (through a shell that first moves itself into the cgroup directory
+ * `cgroupDir`, when given) and wait for its {"event":"listening","pid"} line; its later
+ * {"event":"accepted"} / {"event":"datagram"} lines are counted (the toy server and the reuseport
+ * server both print them).
  */
-export async function startReuseportMember(binary: string, ns: Netns, proto: 'tcp' | 'udp', host: string, port: number, cgroupDir?: string): Promise<ReuseportMember> {
-  const argv = [binary, proto, host, String(port)];
+export async function startServerIn(ns: Netns, argv: readonly string[], cgroupDir: string | undefined, what: string): Promise<ServerProcess> {
   const [cmd, ...args] = cgroupDir ? inCgroup(cgroupDir, argv) : argv;
   const child = ns.spawn(cmd, args, {stdio: ['pipe', 'pipe', 'pipe']});
   let stderr = '';
   let served = 0;
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   const pid = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`reuseport member did not start; stderr: ${stderr}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${what} did not start; stderr: ${stderr}`)), 30_000);
     createInterface({input: child.stdout!}).on('line', line => {
-      const e = JSON.parse(line) as {event?: string; pid?: number};
+      let e: {event?: string; pid?: number};
+      try {
+        e = JSON.parse(line) as {event?: string; pid?: number};
+      } catch {
+        return; // not an event
+      }
       if (e.event === 'listening' && e.pid) {
         clearTimeout(timer);
         resolve(e.pid);
@@ -160,7 +168,7 @@ export async function startReuseportMember(binary: string, ns: Netns, proto: 'tc
     });
     child.once('exit', code => {
       clearTimeout(timer);
-      reject(new Error(`reuseport member exited (${code}); stderr: ${stderr}`));
+      reject(new Error(`${what} exited (${code}); stderr: ${stderr}`));
     });
   });
   return {
@@ -174,4 +182,9 @@ export async function startReuseportMember(binary: string, ns: Netns, proto: 'tc
       await exited;
     },
   };
+}
+
+/** Start a member of a reuseport group in `ns` (in cgroup directory `cgroupDir`, when given); resolves once it is bound (and listening). */
+export function startReuseportMember(binary: string, ns: Netns, proto: 'tcp' | 'udp', host: string, port: number, cgroupDir?: string): Promise<ServerProcess> {
+  return startServerIn(ns, [binary, proto, host, String(port)], cgroupDir, 'reuseport member');
 }
