@@ -9,24 +9,29 @@
  *   program's own time per run comes from the kernel's run time statistics (BPF_ENABLE_STATS).
  * - connections: the same program runs on a followed server's connections (the kernel calls
  *   sock_ops programs at several steps of a TCP connection, whatever the callback flags). Connection
- *   rate through the extra port of a followed server against an identical server nobody follows,
- *   interleaved slices (bench/e2e-client.ts); then the program's runs and time per connection.
+ *   rate through the extra port of one server, with the program attached to its cgroup for every
+ *   other slice (bench/e2e-client.ts), so that nothing else differs; then the program's runs and
+ *   time per connection.
  * - UDP: the tc ingress program (sk_follow_udp) runs on every packet of the namespace's interfaces
  *   once a UDP service is followed: its time per packet, for datagrams to a followed service's extra
  *   port (its socket alive: the common case) and to a port nothing is bound to.
  */
-import {mkdirSync, readFileSync, rmdirSync} from 'node:fs';
+import {closeSync, constants, mkdirSync, openSync, readFileSync, rmdirSync} from 'node:fs';
 import type {ChildProcess} from 'node:child_process';
 import {createInterface} from 'node:readline';
 import {libbpf} from '../src/ffi/index.js';
 import {close as closeFd} from '../src/ffi/libc.js';
 import {enableRunStats, progRunStats} from '../src/bpf/info.js';
 import {attachTc} from '../src/bpf/tc.js';
+import {Link} from '../src/bpf/link.js';
 import {Netns} from '../src/sys/netns.js';
 import {cgroup2Mount} from '../src/sys/mounts.js';
 import {BenchNetns, check, stop} from './lib/netns.js';
 import {dist, SKL, startAndWait} from './lib/proc.js';
 import {fmt, pairedRatio, roundOrder, summarize, type Summary} from './lib/stats.js';
+
+/** enum bpf_attach_type BPF_CGROUP_SOCK_OPS */
+const BPF_CGROUP_SOCK_OPS = 3;
 import {mdTable, type Check} from './report.js';
 
 export interface ProgCost {
@@ -55,16 +60,17 @@ export interface FollowBenchResult {
     rounds: number;
     sliceMs: number;
     parallel: number;
-    /** connections per second through the extra port: followed server / plain server */
+    /** connections per second through the extra port, the same server: with the follow program on its cgroup / without */
     followed: Summary;
     plain: Summary;
+    /** with / without, per round (adjacent slices) */
     ratio: Summary;
     errors: Record<string, number>;
-    /** a stats pass: connections made to the followed server, the program's runs and time for them */
+    /** a stats pass: connections made with the program on, the program's runs and time for them */
     connections: number;
     runsPerConnection: number;
     nsPerConnection: number;
-    /** the same for the plain server (no program on its cgroup: 0) */
+    /** the same with the program off (0: the control) */
     plainRunsPerConnection: number;
   };
   udp: {
@@ -212,30 +218,56 @@ export async function benchFollow(opts: {rounds?: number; perRound?: number; con
     const progStore = await measured(prog, () => store.run(perRound));
     for (const w of workers) w.child.stdin!.end();
 
-    // ---- connections ----
-    const startServer = async (cg: BenchCgroup, port: number): Promise<number> => {
-      const s = cg.spawn(ns, node, [dist('e2e-server.js'), '--port', String(port)]);
-      return startAndWait(s, (e) => (e.event === 'listening' ? (e.pid as number) : undefined), 'e2e-server');
+    // ---- connections: one server; the program on its cgroup or not, slice by slice ----
+    const server = plain.spawn(ns, node, [dist('e2e-server.js'), '--port', '8080']);
+    const serverPid = await startAndWait(server, (e) => (e.event === 'listening' ? (e.pid as number) : undefined), 'e2e-server');
+    skl(['attach', '--pid', String(serverPid), '--ports', '9080', '--name', 'conn']);
+    let link: Link | undefined;
+    // the follow program on the server's cgroup through a link of the bench's own (as skl's follow-<ino> link)
+    const setProgram = (on: boolean): void => {
+      if (on && !link) {
+        const dirFd = openSync(plain.dir, constants.O_RDONLY | constants.O_DIRECTORY);
+        try {
+          link = Link.createForPinnedProgram(prog, dirFd, BPF_CGROUP_SOCK_OPS, 'sk_follow@bench cgroup');
+        } finally {
+          closeSync(dirFd);
+        }
+      } else if (!on && link) {
+        link.close();
+        link = undefined;
+      }
     };
-    await startServer(followed, 8080);
-    const plainPid = await startServer(plain, 8081);
-    skl(['attach', '--cgroup', followed.dir, '--listener', '127.0.0.1:8080', '--ports', '9080', '--name', 'conn-followed']);
-    skl(['attach', '--pid', String(plainPid), '--ports', '9081', '--name', 'conn-plain']);
-    const client = (ports: string, r: number, ms: number): {slices: {port: number; round: number; ok: number; rate: number}[]; errors: Record<string, number>} => {
-      const c = ns.exec(node, [dist('e2e-client.js'), '--ports', ports, '--rounds', String(r), '--slice-ms', String(ms), '--parallel', String(parallel)], {timeoutMs: (r * 2 * ms + 60_000) * 2});
+    const errors: Record<string, number> = {};
+    const slice = (ms: number): {ok: number; rate: number} => {
+      const c = ns.exec(node, [dist('e2e-client.js'), '--ports', '9080', '--rounds', '1', '--slice-ms', String(ms), '--warmup-ms', '50', '--parallel', String(parallel)], {timeoutMs: ms * 4 + 60_000});
       check('e2e-client', c);
-      return JSON.parse(c.stdout.trim().split('\n').pop()!) as {slices: {port: number; round: number; ok: number; rate: number}[]; errors: Record<string, number>};
+      const out = JSON.parse(c.stdout.trim().split('\n').pop()!) as {slices: {ok: number; rate: number}[]; errors: Record<string, number>};
+      for (const [k, v] of Object.entries(out.errors)) errors[k] = (errors[k] ?? 0) + v;
+      return out.slices[0];
     };
-    const out = client('9080,9081', connRounds, sliceMs);
-    const by = (port: number): number[] => out.slices.filter((s) => s.port === port).sort((a, b) => a.round - b.round).map((s) => s.rate);
+    const rates: number[][] = [[], []]; // without, with the program
     let connections = 0;
-    const conn = await measured(prog, async () => {
-      connections = client('9080', 1, 500).slices.reduce((n, s) => n + s.ok, 0);
-    });
-    let plainConnections = 0;
-    const plainConn = await measured(prog, async () => {
-      plainConnections = client('9081', 1, 500).slices.reduce((n, s) => n + s.ok, 0);
-    });
+    let conn: ProgCost;
+    let off: ProgCost;
+    let offConnections = 0;
+    try {
+      for (let r = 0; r < connRounds; r++) {
+        for (const i of roundOrder(2, r)) {
+          setProgram(i === 1);
+          rates[i].push(slice(sliceMs).rate);
+        }
+      }
+      setProgram(true);
+      conn = await measured(prog, async () => {
+        connections = slice(500).ok;
+      });
+      setProgram(false);
+      off = await measured(prog, async () => {
+        offConnections = slice(500).ok;
+      });
+    } finally {
+      setProgram(false);
+    }
 
     // ---- UDP: the tc program on the namespace's loopback ----
     const udpServer = followed.spawn(ns, node, ['-e', UDP_SERVER, '5301']);
@@ -275,14 +307,14 @@ export async function benchFollow(opts: {rounds?: number; perRound?: number; con
         rounds: connRounds,
         sliceMs,
         parallel,
-        followed: summarize(by(9080)),
-        plain: summarize(by(9081)),
-        ratio: pairedRatio(by(9080), by(9081)),
-        errors: out.errors,
+        followed: summarize(rates[1]),
+        plain: summarize(rates[0]),
+        ratio: pairedRatio(rates[1], rates[0]),
+        errors,
         connections,
         runsPerConnection: conn.runs / Math.max(1, connections),
         nsPerConnection: (conn.runs * conn.nsPerRun) / Math.max(1, connections),
-        plainRunsPerConnection: plainConn.runs / Math.max(1, plainConnections),
+        plainRunsPerConnection: off.runs / Math.max(1, offConnections),
       },
       udp: {datagrams, hit, unbound},
     };
@@ -317,7 +349,7 @@ export function followChecks(f: FollowBenchResult): Check[] {
     },
     {
       section: '6 following',
-      what: 'TCP connect+accept+close rate through the extra port: followed server / server nobody follows',
+      what: 'TCP connect+accept+close rate through the extra port, one server: the follow program on its cgroup / not',
       result:
         `${fmt(c.ratio.median, 2)}× (${n0(c.followed.median)} vs ${n0(c.plain.median)} conn/s; per-round ${fmt(c.ratio.min, 2)}–${fmt(c.ratio.max, 2)}); ` +
         `the program: ${fmt(c.runsPerConnection, 1)} runs, ${fmt(c.nsPerConnection, 0)} ns per connection`,
@@ -362,12 +394,12 @@ export function followMarkdown(f: FollowBenchResult): string[] {
       [row('cgroup nobody follows', l.none, undefined, undefined), row('followed cgroup, port not followed', l.miss, l.missExtra, l.progMiss), row('followed cgroup, followed listener', l.store, l.storeExtra, l.progStore)],
     ),
     '',
-    `**Connections**: two identical servers (bench/e2e-server.ts), one in the followed cgroup (attached with \`--cgroup\`), one`,
-    `in a cgroup nobody follows (\`--pid\`), each with an extra port; bench/e2e-client.ts alternates ${c.sliceMs} ms slices between`,
-    `the two extra ports, ${c.rounds} rounds, ${c.parallel} connections in flight. Followed ${n0(c.followed.median)} conn/s (${n0(c.followed.min)}–${n0(c.followed.max)}), not followed ${n0(c.plain.median)}`,
-    `(${n0(c.plain.min)}–${n0(c.plain.max)}): ${fmt(c.ratio.median, 2)}× (per round ${fmt(c.ratio.min, 2)}–${fmt(c.ratio.max, 2)}); errors ${JSON.stringify(c.errors)}. With statistics on, ${c.connections.toLocaleString('en-US')}`,
-    `connections to the followed server ran the program ${fmt(c.runsPerConnection, 1)} times each, ${fmt(c.nsPerConnection, 0)} ns per connection in all; the server`,
-    `nobody follows: ${fmt(c.plainRunsPerConnection, 1)} runs per connection.`,
+    `**Connections**: one server (bench/e2e-server.ts) in a cgroup of its own, attached with \`--pid\`; the follow program is`,
+    'attached to its cgroup (a link of the bench\'s own, like skl\'s `follow-<ino>`) for every other slice, so nothing else differs.',
+    `bench/e2e-client.ts runs one ${c.sliceMs} ms slice at a time to the extra port, ${c.rounds} rounds, ${c.parallel} connections in flight.`,
+    `With the program ${n0(c.followed.median)} conn/s (${n0(c.followed.min)}–${n0(c.followed.max)}), without ${n0(c.plain.median)} (${n0(c.plain.min)}–${n0(c.plain.max)}):`,
+    `${fmt(c.ratio.median, 2)}× (per round ${fmt(c.ratio.min, 2)}–${fmt(c.ratio.max, 2)}); errors ${JSON.stringify(c.errors)}. With statistics on, ${c.connections.toLocaleString('en-US')} connections`,
+    `ran the program ${fmt(c.runsPerConnection, 1)} times each, ${fmt(c.nsPerConnection, 0)} ns per connection in all; with it detached, ${fmt(c.plainRunsPerConnection, 1)} runs.`,
     '',
     `**UDP**: the tc ingress program (on the namespace's loopback here), ${f.udp.datagrams.toLocaleString('en-US')} datagrams back to back: to a followed`,
     `service's extra port (its socket alive, so the program only checks that: request and reply packets) ${fmt(f.udp.hit.nsPerRun, 0)} ns per packet`,
