@@ -1,7 +1,7 @@
 /**
  * One sk_dispatch instance's kernel state: its maps (and link). Either the namespace's shared,
  * pinned dispatcher, or a foreground one owned by a running `skl attach --foreground`. Raw reads
- * and writes of services, their sockets, the port table and the prefix trie; what they mean is in
+ * and writes of services, their sockets, the port table and the bindings hash; what they mean is in
  * ./services.ts and ./bindings.ts.
  */
 import {readFileSync} from 'node:fs';
@@ -78,8 +78,8 @@ export function dispatcherObjectBytes(): Buffer {
 }
 
 /**
- * Load the dispatcher object. Programs besides sk_dispatch need newer kernels (the follow program
- * the netns cookie in sock_ops, 5.15; the tc programs socket storage for any socket, 5.11): on a
+ * Load the dispatcher object. Programs besides sk_dispatch may need newer kernels (sk_follow the
+ * netns cookie in sock_ops, 5.15; sk_follow_udp SOCKMAP updates from tc, 5.10; see skl doctor): on a
  * kernel that cannot load one, it is left out (absent from `loaded`) and everything else works.
  */
 export function loadDispatcher(
