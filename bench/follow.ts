@@ -329,6 +329,8 @@ export async function benchFollow(opts: {rounds?: number; perRound?: number; con
 // report (bench/report.ts calls these)
 
 const n0 = (v: number): string => fmt(v, 0);
+/** "+1,138" / "−58": a difference, signed */
+const signed = (v: number): string => `${v < 0 ? '−' : '+'}${fmt(Math.abs(v), 0)}`;
 
 /** The summary rows of section 6. */
 export function followChecks(f: FollowBenchResult): Check[] {
@@ -338,13 +340,13 @@ export function followChecks(f: FollowBenchResult): Check[] {
     {
       section: '6 following',
       what: 'sock_ops program per `listen()` of the followed listener (it stores the socket): CPU time of listen + close, followed cgroup / none',
-      result: `+${n0(l.storeExtra.median)} ns (${n0(l.store.median)} vs ${n0(l.none.median)} ns; the program itself ${fmt(l.progStore.nsPerRun, 0)} ns per run)`,
+      result: `${signed(l.storeExtra.median)} ns (${n0(l.store.median)} vs ${n0(l.none.median)} ns; the program itself ${fmt(l.progStore.nsPerRun, 0)} ns per run)`,
       target: '—',
     },
     {
       section: '6 following',
       what: 'sock_ops program per `listen()` on a port nobody follows, in a followed cgroup',
-      result: `+${n0(l.missExtra.median)} ns (${n0(l.miss.median)} vs ${n0(l.none.median)} ns; the program itself ${fmt(l.progMiss.nsPerRun, 0)} ns per run)`,
+      result: `${signed(l.missExtra.median)} ns (${n0(l.miss.median)} vs ${n0(l.none.median)} ns; the program itself ${fmt(l.progMiss.nsPerRun, 0)} ns per run)`,
       target: '—',
     },
     {
@@ -376,7 +378,7 @@ export function followMarkdown(f: FollowBenchResult): string[] {
   const row = (what: string, s: Summary, extra: Summary | undefined, prog: ProgCost | undefined): string[] => [
     what,
     `${n0(s.median)} (${n0(s.min)}–${n0(s.max)})`,
-    extra ? `+${n0(extra.median)} (${n0(extra.min)}–${n0(extra.max)})` : '',
+    extra ? `${signed(extra.median)} (${signed(extra.min)} to ${signed(extra.max)})` : '',
     prog ? `${fmt(prog.nsPerRun, 0)} ns × ${prog.runs.toLocaleString('en-US')} runs` : '',
   ];
   return [
