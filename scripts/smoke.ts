@@ -6,7 +6,7 @@
  *   node dist/scripts/smoke.js [--old-skl DIR/bin/run.js] [--old-skl-0.3.0 DIR/bin/run.js] [--only NAME,…]
  *
  * Steps: doctor (its answers agree with the running kernel), TCP over IPv4 and IPv6 (attach, serve,
- * status, detach), UDP, a prefix binding (--address 127.0.0.9/32), xdp-count counting exactly N
+ * status, detach), UDP (the reply from the extra port: a connected client takes it), a prefix binding (--address 127.0.0.9/32), xdp-count counting exactly N
  * packets over a veth pair, following a service in a cgroup across restarts, and (with --old-skl,
  * --old-skl-0.3.0: builds of those releases, scripts/old-skl.sh) upgrading skl 0.1.0's and skl
  * 0.3.0's state. Everything happens in throwaway network namespaces (loopback and link-local
@@ -250,7 +250,8 @@ async function udp(): Promise<void> {
   const ns = netns();
   const server = await startInNetns(ns, UDP_SERVER, ['127.0.0.1', '7002']);
   skl(['attach', '--netns', ns.path, '--pid', String(server.pid), '--proto', 'udp', '--name', 'dns', '--ports', '8004']);
-  expectServed(client(ns, ['udp', '127.0.0.1', 8004]), server.pid, ['udp 127.0.0.1:8004']);
+  // a connected socket takes the reply only from the port it asked: skl rewrote its source port
+  expectServed(client(ns, ['udpc', '127.0.0.1', 8004]), server.pid, ['udp 127.0.0.1:8004 (connected)']);
   skl(['detach', 'dns', '--netns', ns.path]);
   expectRefused(client(ns, ['udpc', '127.0.0.1', 8004]), ['udp 127.0.0.1:8004 after detach']);
 }
@@ -348,7 +349,7 @@ async function upgradeFromV010(): Promise<void> {
   const up = sklJson<{namespaces: {result: string}[]}>(['upgrade', '--netns', ns.path]);
   if (up.namespaces[0]?.result !== 'upgraded') throw new Error(`skl upgrade: ${JSON.stringify(up)}`);
   expectServed(client(ns, ['tcp', '127.0.0.1', 8001], ['tcp', '127.0.0.1', 8002]), server.pid, ['127.0.0.1:8001 (upgraded)', '127.0.0.1:8002 (upgraded)']);
-  expectServed(client(ns, ['udp', '127.0.0.1', 8004]), udpServer.pid, ['udp 127.0.0.1:8004 (upgraded)']);
+  expectServed(client(ns, ['udpc', '127.0.0.1', 8004]), udpServer.pid, ['udp 127.0.0.1:8004 (upgraded; replies from the extra port)']);
   const after = sklJson<StatusJson>(['status', '--netns', ns.path]);
   const names = after.attachments.map((a) => `${a.name}:${a.ports.join(',')}`).sort();
   if (names.join(' ') !== 'dns:8004 web:8001,8002' || after.upgrade !== undefined) {
@@ -441,7 +442,7 @@ async function upgradeFromV030(): Promise<void> {
     const served: [string, string, number, ChildProcess][] = [
       ['tcp', '127.0.0.1', 8001, web],
       ['tcp', '::1', 8002, web],
-      ['udp', '127.0.0.1', 8004, dns],
+      ['udpc', '127.0.0.1', 8004, dns], // connected: the reply from the extra port (UDP replies, the upgrade's default)
       ['tcp', '127.0.0.5', 8010, pfx],
       ['tcp', '127.0.0.1', 8005, fol],
     ];

@@ -28,6 +28,9 @@ export {
   type ForegroundAttachment,
   type PortsChange,
   type StatusReport,
+  parseUdpReplies,
+  type UdpRepliesMode,
+  type UncoveredInterface,
 } from './dispatcher/api.js';
 export {parsePorts, parsePortSpec, parseProtos, compressPorts, parseAddress, parseListener, validateName, type AddressPrefix, type PortSpec} from './dispatcher/input.js';
 export {SklError, UsageError} from './sys/errors.js';

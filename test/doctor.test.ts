@@ -148,11 +148,11 @@ async function doctorJson(t: ExecutionContext, env: NodeJS.ProcessEnv = {}): Pro
   }
   t.deepEqual(
     report.features.filter((f) => f.planned).map((f) => f.id),
-    ['udp-replies'],
+    [],
   );
   t.deepEqual(
     report.features.filter((f) => f.optional).map((f) => f.id),
-    ['prefix-bindings', 'follow', 'follow-udp'],
+    ['prefix-bindings', 'follow', 'follow-udp', 'udp-replies'],
   );
   t.is(report.ok, report.checks.every((c) => c.ok || !c.required));
   t.is(report.ok, report.features.every((f) => f.available || f.planned || f.optional), 'ok exactly when every shipped, required feature is available');
@@ -327,13 +327,13 @@ test('skl doctor reports a missing kernel feature as a failed check (exit 1)', a
   t.regex(ports.detail, /^needs Linux ≥5\.9: BPF sk_lookup programs/);
 });
 
-test('skl doctor: a missing feature that only coming features need is reported, and does not fail the doctor', async t => {
+test('skl doctor: the UDP reply program missing is reported, and fails only UDP replies (optional)', async t => {
   const report = await doctorJson(t, {SKL_FAKE_MISSING_FEATURES: 'sk_reply'});
   t.false(byId(report, 'sk_reply').ok);
   t.false(byId(report, 'sk_reply').required);
   t.regex(byId(report, 'sk_reply').hint!, /needs Linux ≥5\.9 \(only for UDP replies/);
   const replies = report.features.find((f) => f.id === 'udp-replies')!;
-  t.like(replies, {available: false, planned: true, minKernel: '5.9'});
+  t.like(replies, {available: false, planned: false, optional: true, minKernel: '5.9'});
   t.regex(replies.detail, /^needs Linux ≥5\.9: skl's UDP reply program \(sk_reply/);
 });
 

@@ -164,6 +164,7 @@ const CASES: Case[] = [
   // --- flags and commands ---
   {title: 'unknown flag', bad: 'attach (an unknown flag)', args: attachWith(['--ports', '9000', '--bogus']), code: 2, says: () => re('--bogus')},
   {title: 'bad --proto', bad: 'attach --proto', args: attachWith(['--ports', '9000', '--proto', 'sctp']), code: 2, says: () => re('--proto=sctp')},
+  {title: 'bad --udp-replies', bad: 'attach --udp-replies', args: attachWith(['--ports', '9000', '--udp-replies', 'maybe']), code: 2, says: () => re('--udp-replies=maybe')},
   {title: 'unknown command', bad: '(an unknown command)', args: () => ['atach'], code: 2, says: () => re('command atach not found')},
   {title: 'detach NAME and --all', bad: 'detach --all', args: () => ['detach', 'web', '--all'], code: 2, says: () => re('either a NAME or --all')},
   // --- not root ---

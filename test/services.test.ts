@@ -153,14 +153,14 @@ needing(['dnsmasq', 'dig']).privilegedSerial('dnsmasq on TCP and UDP: --proto tc
     const d = await ns.execAsync('dig', ['+tcp', '+short', '+time=5', '+tries=1', `@${server}`, '-p', '15354', 'skl.test']);
     t.is(d.stdout.trim(), '127.0.0.42', `dig +tcp @${server}: ${d.stdout}${d.stderr}`);
   }
-  // UDP: the query reaches dnsmasq through the extra port (its reply leaves from 5354: an unconnected client takes it)
+  // UDP: the query reaches dnsmasq through the extra port, and its reply leaves from that port (skl rewrites it)
   const query = `const s = require('node:dgram').createSocket('udp4');
 const q = Buffer.concat([Buffer.from('abcd01000001000000000000', 'hex'), Buffer.from('\\x03skl\\x04test\\x00\\x00\\x01\\x00\\x01', 'latin1')]);
 s.on('message', (m, r) => { console.log(r.port, m.subarray(-4).toString('hex')); process.exit(0); });
 s.send(q, 15354, '127.0.0.1');
 setTimeout(() => { console.log('timeout'); process.exit(1); }, 5000);`;
   const u = await ns.execAsync(process.execPath, ['-e', query]);
-  t.is(u.stdout.trim(), '5354 7f00002a', `UDP reply: ${u.stdout}${u.stderr}`);
+  t.is(u.stdout.trim(), '15354 7f00002a', `UDP reply: ${u.stdout}${u.stderr}`);
   t.is((await sk.attachment('dns')).redirected, 3);
 });
 

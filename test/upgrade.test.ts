@@ -377,13 +377,13 @@ async function v030State(t: ExecutionContext, ns: Netns): Promise<V030State> {
   return s;
 }
 
-/** `skl status --json` without what an upgrade changes (the layout, the note asking for it) or traffic moves (counters). */
+/** `skl status --json` without what an upgrade changes (the layout, the note asking for it, UDP replies, which older layouts did not have) or traffic moves (counters). */
 function comparable(st: StatusJson): unknown {
   const {upgrade: _u, ...rest} = st as StatusJson & {upgrade?: string};
   return {
     ...rest,
     attachments: st.attachments.map(a => {
-      const {layout: _l, redirected: _r, missed: _m, retaken: _t, ...keep} = a as typeof a & {retaken?: number};
+      const {layout: _l, redirected: _r, missed: _m, retaken: _t, udpReplies: _ur, flows: _f, rewritten: _w, ...keep} = a as typeof a & {retaken?: number};
       return keep;
     }),
   };
@@ -464,6 +464,8 @@ privileged.serial('upgrade from skl 0.3.0 (layout 2) under a connection load on 
   t.like(await connectOnce(ns, {proto: 'tcp', host: '127.0.1.1', port: 8010}), {ok: false}, 'but not 127.0.1.1');
   t.like(await connectOnce(ns, {proto: 'tcp', host: HOST, port: 8011}), {ok: false}, 'the host binding is 127.0.0.9 only');
   t.like(await connectOnce(ns, {proto: 'udp', host: HOST, port: 8004}), {ok: true, reply: {pid: s.dns.pid}});
+  // a UDP service gets this layout's default: its replies leave from the extra port
+  t.like(await sk.attachment('dns'), {udpReplies: 'rewrite', flows: 1, rewritten: 1});
 
   // still followed: a restart after the upgrade reaches the new process, stored by the new follow program
   const was = s.fol.pid;

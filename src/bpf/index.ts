@@ -23,6 +23,7 @@ export {
 export {
   attachTc,
   listTcFilters,
+  tcxProgramIds,
   tcxSupported,
   TcAttachment,
   TcxLink,

@@ -124,6 +124,36 @@ function* ids(next: (start: number, out: [number]) => number): Generator<number>
   }
 }
 
+/**
+ * For each bpf_link attached to the network namespace with inode `netnsIno` with `attachType`
+ * (BPF_SK_LOOKUP, …), in any process: `fn(fd of its program, the link's info)`; the fds are closed
+ * afterwards. A link or program that goes away meanwhile is skipped.
+ */
+export function forEachNetnsLink(netnsIno: number, attachType: number, fn: (progFd: number, link: LinkInfo) => void): void {
+  for (const id of linkIds()) {
+    const lfd = libbpf.bpf_link_get_fd_by_id(id);
+    if (lfd < 0) continue;
+    try {
+      let info: LinkInfo;
+      try {
+        info = linkInfoByFd(lfd);
+      } catch {
+        continue; // released meanwhile
+      }
+      if (info.type !== BPF_LINK_TYPE_NETNS || info.attachType !== attachType || info.netnsIno !== netnsIno) continue;
+      const pfd = libbpf.bpf_prog_get_fd_by_id(info.progId);
+      if (pfd < 0) continue;
+      try {
+        fn(pfd, info);
+      } finally {
+        closeFd(pfd);
+      }
+    } finally {
+      closeFd(lfd);
+    }
+  }
+}
+
 /** Ids of the maps a program uses. */
 export function progMapIds(fd: number): number[] {
   const first = infoByFd(fd, 128);

@@ -24,6 +24,8 @@ export interface TestRunResult {
   /** Average run time reported by the kernel, ns per run. */
   durationNs: number;
   ctxOut?: Buffer;
+  /** the packet after the (last) run, for programs that change it (tc) */
+  dataOut?: Buffer;
 }
 
 export class Program {
@@ -101,41 +103,47 @@ export class Program {
 
   /** BPF_PROG_TEST_RUN. */
   testRun(input: TestRunInput): TestRunResult {
-    const ctx = input.ctx ? allocCopy(input.ctx) : undefined;
-    const ctxOut = input.ctx ? allocZero(input.ctx.length) : undefined;
-    const data = input.data ? allocCopy(input.data) : undefined;
-    const dataOut = input.data ? allocZero(input.data.length + 256) : undefined;
-    try {
-      const opts = {
-        sz: 80,
-        data_in: data?.ptr ?? 0n,
-        data_out: dataOut?.ptr ?? 0n,
-        data_size_in: input.data?.length ?? 0,
-        data_size_out: dataOut ? input.data!.length + 256 : 0,
-        ctx_in: ctx?.ptr ?? 0n,
-        ctx_out: ctxOut?.ptr ?? 0n,
-        ctx_size_in: input.ctx?.length ?? 0,
-        ctx_size_out: input.ctx?.length ?? 0,
-        retval: 0,
-        repeat: input.repeat ?? 1,
-        duration: 0,
-        flags: 0,
-        cpu: 0,
-        batch_size: 0,
-      };
-      const rc = libbpf.bpf_prog_test_run_opts(this.fd, opts);
-      if (rc < 0) throw errorFor('test run', -rc, this.name);
-      return {
-        retval: opts.retval,
-        durationNs: opts.duration,
-        ctxOut: ctxOut ? Buffer.from(ctxOut.view) : undefined,
-      };
-    } finally {
-      ctx?.free();
-      ctxOut?.free();
-      data?.free();
-      dataOut?.free();
-    }
+    return testRun(this.fd, this.name, input);
+  }
+}
+
+/** BPF_PROG_TEST_RUN of a loaded program (any type the kernel can test-run). */
+function testRun(fd: number, name: string, input: TestRunInput): TestRunResult {
+  const ctx = input.ctx ? allocCopy(input.ctx) : undefined;
+  const ctxOut = input.ctx ? allocZero(input.ctx.length) : undefined;
+  const data = input.data ? allocCopy(input.data) : undefined;
+  const dataOut = input.data ? allocZero(input.data.length + 256) : undefined;
+  try {
+    const opts = {
+      sz: 80,
+      data_in: data?.ptr ?? 0n,
+      data_out: dataOut?.ptr ?? 0n,
+      data_size_in: input.data?.length ?? 0,
+      data_size_out: dataOut ? input.data!.length + 256 : 0,
+      ctx_in: ctx?.ptr ?? 0n,
+      ctx_out: ctxOut?.ptr ?? 0n,
+      ctx_size_in: input.ctx?.length ?? 0,
+      ctx_size_out: input.ctx?.length ?? 0,
+      retval: 0,
+      repeat: input.repeat ?? 1,
+      duration: 0,
+      flags: 0,
+      cpu: 0,
+      batch_size: 0,
+    };
+    const rc = libbpf.bpf_prog_test_run_opts(fd, opts);
+    if (rc < 0) throw errorFor('test run', -rc, name);
+    return {
+      retval: opts.retval,
+      durationNs: opts.duration,
+      ctxOut: ctxOut ? Buffer.from(ctxOut.view) : undefined,
+      dataOut: dataOut ? Buffer.from(dataOut.view.subarray(0, Math.min(opts.data_size_out, dataOut.view.length))) : undefined,
+    };
+  } finally {
+    ctx?.free();
+    ctxOut?.free();
+    data?.free();
+    dataOut?.free();
   }
 }
 
@@ -204,6 +212,11 @@ export class RawProgram implements Disposable {
   pin(path: string): void {
     const rc = libbpf.bpf_obj_pin(this.fd, path);
     if (rc < 0) throw errorFor('pin program', -rc, `${this.name} at ${path}`);
+  }
+
+  /** BPF_PROG_TEST_RUN (the floor of a benchmark: an empty program of the same type). */
+  testRun(input: TestRunInput): TestRunResult {
+    return testRun(this.fd, this.name, input);
   }
 
   close(): void {

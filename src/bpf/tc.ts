@@ -72,6 +72,7 @@ const ENODEV = 19;
 const EINVAL = 22;
 const EEXIST = 17;
 const EOPNOTSUPP = 95;
+const ENOSPC = 28;
 
 const TCX_FEATURE = 'TCX links (BPF_TCX_INGRESS/BPF_TCX_EGRESS)';
 
@@ -519,6 +520,22 @@ function filterOf(m: Buffer): TcFilter {
     f.progName = cstring(o.get(TCA_BPF_NAME));
   }
   return f;
+}
+
+/**
+ * Ids of the programs on the TCX `direction` hook of `ifindex` (calling thread's namespace), in the
+ * order they run: none below Linux 6.6 (the kernel knows no such hook) or when the interface is gone.
+ */
+export function tcxProgramIds(ifindex: number, direction: TcDirection): number[] {
+  for (let room = 64; ; room *= 4) {
+    const ids = Buffer.alloc(4 * room);
+    const count: [number] = [room];
+    const rc = libbpf.bpf_prog_query(ifindex, TCX_ATTACH_TYPE[direction], 0, [0], ids, count);
+    if (rc === -EINVAL || rc === -ENODEV || rc === -ENOENT) return [];
+    if (rc === -ENOSPC && room < 65536) continue;
+    if (rc < 0) throw errorFor('query tc programs', -rc, `${direction} of ${ifaceText(ifindex, ifnameOf(ifindex))}`);
+    return Array.from({length: Math.min(count[0], room)}, (_, i) => ids.readUInt32LE(i * 4));
+  }
 }
 
 /**

@@ -2,7 +2,7 @@ import {Flags} from '../cli/oclif.js';
 import {SklCommand} from '../cli/base.js';
 import {jsonFlag, netnsFlag} from '../cli/flags.js';
 import {dim, note, ok} from '../cli/render.js';
-import {attach, attachForeground, type AttachOptions, type AttachResult} from '../dispatcher/api.js';
+import {attach, attachForeground, parseUdpReplies, type AttachOptions, type AttachResult} from '../dispatcher/api.js';
 import {parseAddress, parseListener, parsePid, parsePortSpec, parseProtos} from '../dispatcher/input.js';
 import {UsageError} from '../sys/errors.js';
 import {waitForSignal} from '../cli/signals.js';
@@ -16,7 +16,8 @@ export default class Attach extends SklCommand {
   static override examples = [
     {command: '<%= config.bin %> attach --pid 1234 --ports 8080,9090', description: 'two extra ports for process 1234'},
     {command: '<%= config.bin %> attach --pid 1234 --ports 10000-10100 --name web', description: 'a range, under a chosen name'},
-    {command: '<%= config.bin %> attach --pid 1234 --ports 5353 --proto tcp,udp', description: 'TCP and UDP of the same port (UDP replies leave from the bound port)'},
+    {command: '<%= config.bin %> attach --pid 1234 --ports 5353 --proto tcp,udp', description: 'TCP and UDP of the same port (UDP replies leave from the extra port the client used)'},
+    {command: '<%= config.bin %> attach --pid 1234 --ports 5353 --proto udp --udp-replies off', description: 'UDP replies leave from the service\'s own port'},
     {command: '<%= config.bin %> attach --pid 1234 --listener :8080 --ports 8081', description: 'the process listens on several ports: pick one'},
     {command: '<%= config.bin %> attach --pid 1234 --ports all --address 127.0.0.9/32', description: 'every port of one local address'},
     {command: '<%= config.bin %> attach --pid 1234 --ports 8081 --netns /run/netns/blue', description: 'act on another network namespace'},
@@ -37,6 +38,10 @@ export default class Attach extends SklCommand {
     fd: Flags.integer({description: 'choose the socket by its fd number in the process (repeatable)', min: 0, multiple: true}),
     address: Flags.string({description: 'bind the ports for this local address or prefix only (repeatable; default: every address of the families the sockets serve)', multiple: true, helpValue: 'IP[/PREFIX]'}),
     force: Flags.boolean({description: 'bind even if another socket already serves those addresses and ports (hijacks it)', default: false}),
+    'udp-replies': Flags.string({
+      description: 'UDP: replies to a datagram that came in on an extra port leave from that port (rewrite; default for a new service), or from the service\'s own port (off)',
+      options: ['rewrite', 'off'],
+    }),
     foreground: Flags.boolean({description: 'stay attached until SIGINT/SIGTERM/SIGHUP; leaves nothing behind, even if killed', default: false}),
     netns: netnsFlag,
     json: jsonFlag,
@@ -58,6 +63,7 @@ export default class Attach extends SklCommand {
       addresses: flags.address?.map(parseAddress),
       force: flags.force,
       netns: flags.netns,
+      udpReplies: flags['udp-replies'] === undefined ? undefined : parseUdpReplies(flags['udp-replies']),
     };
     if (flags.foreground) {
       if (opts.ports === undefined) throw new UsageError('--ports is required');

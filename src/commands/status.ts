@@ -31,6 +31,8 @@ export default class Status extends SklCommand {
       this.log(dim('  no services'));
       return;
     }
+    const udp = (a: (typeof r.attachments)[number]): string =>
+      a.udpReplies === undefined ? '' : a.udpReplies === 'rewrite' ? ` udp replies: rewrite (${a.flows} flows, ${a.rewritten} rewritten)` : ' udp replies: off';
     const rows = r.attachments.map((a) => [
       a.name,
       String(a.pid),
@@ -41,9 +43,10 @@ export default class Status extends SklCommand {
       String(a.redirected),
       a.missed ? bad(String(a.missed)) : '0',
       a.alive ? ok('yes') : a.follow ? bad(a.follow.currentPid ? 'not listening' : 'waiting') : bad(a.processAlive ? 'socket closed' : 'process gone'),
-      (a.mode === 'foreground' ? `foreground (owner ${a.ownerPid})` : 'persistent') + (a.layout === 0 ? ' (skl 0.1.0)' : '') + (a.follow ? ` follows ${a.follow.cgroup} (${a.retaken} re-taken)` : ''),
+      (a.mode === 'foreground' ? `foreground (owner ${a.ownerPid})` : 'persistent') + (a.layout === 0 ? ' (skl 0.1.0)' : '') + (a.follow ? ` follows ${a.follow.cgroup} (${a.retaken} re-taken)` : '') + udp(a),
     ]);
     this.log(table(['NAME', 'PID', 'COMMAND', 'PROTO', 'LISTENER', 'PORTS', 'REDIRECTED', 'MISSED', 'ALIVE', 'MODE'], rows));
+    for (const u of r.uncovered ?? []) this.log(`${note('uncovered interface:')} ${u.name} (ifindex ${u.ifindex}): ${u.reason}`);
   }
 }
 

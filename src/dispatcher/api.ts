@@ -6,3 +6,5 @@ export {attach, attachForeground, type AttachOptions, type AttachResult, type Bi
 export {detach, changePorts, type DetachResult, type PortsChange, type PortsOptions} from './manage.js';
 export {status, type AttachmentStatus, type ServiceStatus, type SocketStatus, type StatusReport} from './status.js';
 export {resolve as resolveBinding, type Binding, type BindingSpec} from './bindings.js';
+export {parseUdpReplies, type UdpRepliesMode} from './replies.js';
+export type {UncoveredInterface} from './interfaces.js';

@@ -26,6 +26,8 @@ import type {DispatcherState} from './state.js';
 import {lockPathOf, Store, type StoreOptions} from './store.js';
 import {resolveTarget} from './targets.js';
 import {removeApplyRecord, writeApplyRecord} from './apply-journal.js';
+import {coverInterfaces} from './interfaces.js';
+import {setUdpReplies, udpRepliesOf, type UdpRepliesMode} from './replies.js';
 
 export interface ApplyOptions extends StoreOptions {
   /** the namespace of entries that name none (default: the caller's) */
@@ -42,7 +44,7 @@ export interface ApplyAction {
   netns: string;
   service: string;
   /** service, binding or sockets */
-  what: 'service' | 'binding' | 'sockets';
+  what: 'service' | 'binding' | 'sockets' | 'udp replies';
   detail: string;
 }
 
@@ -72,6 +74,8 @@ interface ServicePlan {
   socketsChanged: boolean;
   /** protocols changed: removed and attached again */
   recreate: boolean;
+  /** an existing service's UDP replies mode as it will be (undefined: it has no UDP socket) */
+  replies?: UdpRepliesMode;
 }
 
 /** A reason not to apply: of one service of the file, or of the whole namespace (no service). */
@@ -299,6 +303,9 @@ function planNamespace(ns: Netns, store: Store, desired: readonly DesiredService
     if (sp.socketsChanged) {
       plan.actions.push({op: '~', netns: where, service: d.name, what: 'sockets', detail: `→ ${t.comm}[${t.pid}] ${t.sockets.map(socketText).join(' ')} (replaced in place)`});
     }
+    const mode = udpRepliesOf(existing.record);
+    sp.replies = mode && (d.udpReplies ?? mode);
+    if (mode && sp.replies !== mode) plan.actions.push({op: '~', netns: where, service: d.name, what: 'udp replies', detail: `${mode} → ${sp.replies}`});
     const want = new Set(sp.list.map(bindingId));
     const have = new Set(cur.map(bindingId));
     sp.add = sp.list.filter((b) => !have.has(bindingId(b)));
@@ -394,9 +401,14 @@ function execute(p: NsPlan): void {
   // 1. sockets of existing services, in place (each SOCKMAP update is atomic)
   steps(existing, 'apply:sockets-replaced', (sp) => {
     if (!sp.socketsChanged) return false;
-    replaceSockets(d, idOf(sp), {...serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY), createdNs: sp.existing!.record.createdNs}, sp.t);
+    replaceSockets(d, idOf(sp), {...serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY, sp.replies), createdNs: sp.existing!.record.createdNs}, sp.t);
     return true;
   });
+  // UDP replies turned on or off (one store the programs check)
+  for (const sp of existing) {
+    const r = sp.existing!.record;
+    if (!sp.socketsChanged && sp.replies && sp.replies !== udpRepliesOf(r)) setUdpReplies(d, r, sp.replies);
+  }
   // 2. bindings added to existing services; one held by another service is overwritten: it moves in one store
   steps(existing, 'apply:bindings-added', (sp) => sp.add.length > 0 && (addBindings(d, idOf(sp), sp.add), true));
   // 3. services whose protocols change: removed (then written anew below)
@@ -410,7 +422,7 @@ function execute(p: NsPlan): void {
     const owned = new Set(readBindings(d).map(bindingId));
     const id = d.freeService();
     if (id === undefined) throw new SklError(`this namespace already has the maximum of ${MAX_SERVICES} services`);
-    writeNewService(d, id, serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY), sp.t, sp.list.filter((b) => !owned.has(bindingId(b))));
+    writeNewService(d, id, serviceMeta(sp.t, sp.d.name, p.ns.ino, 0, SVC_READY, sp.d.udpReplies), sp.t, sp.list.filter((b) => !owned.has(bindingId(b))));
     addBindings(d, id, sp.list.filter((b) => owned.has(bindingId(b))));
     return true;
   });
@@ -422,7 +434,10 @@ function execute(p: NsPlan): void {
     d.close();
     p.all.splice(p.all.indexOf(d), 1);
     p.store.destroyPinned();
+    return;
   }
+  // UDP replies (and UDP following) need the dispatcher's tc programs on every interface
+  p.store.notices.push(...coverInterfaces(p.store));
 }
 
 // ---- export ----
@@ -459,6 +474,7 @@ function exportService(ref: ServiceRef): Record<string, unknown> {
   const protos: Proto[] = (['tcp', 'udp'] as const).filter((p) => sockets.some((s) => s.proto === p));
   const groups = groupBindings(bindingsOf(ref.state, r.id));
   const out: Record<string, unknown> = {name: r.name, target: {pid: r.pid, listener: listeners.length === 1 ? listeners[0] : listeners}, proto: protos.join(',')};
+  if (udpRepliesOf(r) === 'off') out.udp_replies = 'off';
   // one cross product (every protocol × every prefix × the same ports): ports/addresses; else bindings
   const portSets = new Set(groups.map((g) => portsText(g.ports)));
   const prefixes = [...new Set(groups.map((g) => prefixText(g.prefix)))];

@@ -11,6 +11,8 @@ import {cgroupByPath, cgroupOfPid, checkFollowClaims, ensureCgroupLinks, followe
 import {checkClaims, checkHijack, closeAll, DEFAULT_NETNS, legacyClaims, openAll, ownSockets, servicesByName, socketId, withNetns, type LegacyClaim, type ServiceRef} from './namespace.js';
 import {familiesOf, releaseService, removeService, replaceService, serviceMeta, socketText, takeService, writeNewService, type ListenerChoice, type TakenService} from './services.js';
 import {DispatcherState, loadDispatcher} from './state.js';
+import {attachForegroundInterfaces, coverInterfaces, tcNeeds} from './interfaces.js';
+import {DEFAULT_UDP_REPLIES, udpRepliesOf, type UdpRepliesMode} from './replies.js';
 import {mapsOf, PROGRAM_NAME, Store, type StoreOptions} from './store.js';
 import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
@@ -42,6 +44,12 @@ export interface AttachOptions extends CommonOptions {
   unit?: string;
   /** follow `pid`'s cgroup */
   follow?: boolean;
+  /**
+   * A UDP service's replies to datagrams that came in on an extra port: 'rewrite' (default for a
+   * new service) leaves them from that port, 'off' from the service's own port. Replacing an
+   * existing name keeps its mode unless given.
+   */
+  udpReplies?: UdpRepliesMode;
 }
 
 export interface BindingStatus {
@@ -227,7 +235,7 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
     pinned ??= store.createPinned();
     if (created) all.push(pinned);
     const notices = [...store.notices];
-    const meta = serviceMeta(t, name, ns.ino, 0, SVC_READY);
+    const meta = serviceMeta(t, name, ns.ino, 0, SVC_READY, opts.udpReplies ?? (existing ? udpRepliesOf(existing.record) : undefined) ?? DEFAULT_UDP_REPLIES);
     if (follow) {
       const names = new Map(pinned.services().map((x) => [x.id, x.name]));
       checkFollowClaims(pinned, existing?.record.id, follow.entries, (id) => names.get(id) ?? `service ${id}`);
@@ -277,6 +285,8 @@ export function attach(opts: AttachOptions): Promise<AttachResult> {
         throw error;
       }
     }
+    // UDP replies (and UDP following) need the dispatcher's tc programs on every interface
+    notices.push(...coverInterfaces(store));
     const r = resultOf(t, name, protos, list, !!existing, ns, notices);
     return follow ? {...r, follow: {cgroup: follow.cgroup.path, listeners: follow.entries.map((e) => followListenerText(e.key))}} : r;
   });
@@ -310,26 +320,35 @@ export function attachForeground(opts: AttachOptions): Promise<ForegroundAttachm
     const list = plannedBindings(protos, t.dests, opts.addresses, ports);
     checkClaims(all, undefined, list, legacy);
     checkHijack(ns, list, ownSockets(t.sockets), opts.force ?? false);
-    const obj = loadDispatcher().obj;
+    const {obj, loaded} = loadDispatcher();
     let link: Link | undefined;
+    let tc: ReturnType<typeof attachForegroundInterfaces> | undefined;
+    const notices = [...store.notices];
     try {
       const d = new DispatcherState('foreground', mapsOf(obj), 0);
       d.writeInfo(LAYOUT, SKL_VERSION);
-      writeNewService(d, 0, serviceMeta(t, name, ns.ino, process.pid, SVC_READY), t, list);
+      const meta = serviceMeta(t, name, ns.ino, process.pid, SVC_READY, opts.udpReplies);
+      writeNewService(d, 0, meta, t, list);
       link = obj.program(PROGRAM_NAME).attachNetns(ns.fd, `netns ${ns.path}`);
       crashPoint('foreground:attached');
+      // its own tc programs, on every interface there is now (unpinned: they go with this process)
+      tc = attachForegroundInterfaces(ns, obj, loaded, tcNeeds([meta]));
+      notices.push(...tc.notices, ...coverInterfaces(store));
     } catch (error) {
+      tc?.close();
       link?.close();
       obj.close();
       throw error;
     }
     const held = link;
+    const programs = tc;
     let closed = false;
     return {
-      ...resultOf(t, name, protos, list, false, ns, [...store.notices]),
+      ...resultOf(t, name, protos, list, false, ns, notices),
       close: () => {
         if (closed) return;
         closed = true;
+        programs.close();
         held.close(); // links before objects
         obj.close();
       },

@@ -9,6 +9,7 @@
  *       proto: tcp                               # tcp | udp | tcp,udp
  *       ports: "8000-8099, 9000"                 # or a list, or "all"
  *       addresses: [127.0.0.1/32]                # optional
+ *       udp_replies: off                         # optional: rewrite | off (UDP replies from the extra port)
  *   namespaces:                                  # optional: more namespaces in one file
  *     - netns: /proc/4242/ns/net
  *       services: [...]
@@ -44,6 +45,8 @@ export interface DesiredService {
   protos: Proto[];
   bindings: DesiredBinding[];
   force: boolean;
+  /** udp_replies: rewrite or off (absent: an existing service keeps its mode, a new one rewrites) */
+  udpReplies?: 'rewrite' | 'off';
   /** the line of the entry in the file */
   line: number;
 }
@@ -55,7 +58,7 @@ export class DesiredStateError extends UsageError {
   }
 }
 
-const SERVICE_KEYS = new Set(['name', 'target', 'proto', 'ports', 'addresses', 'bindings', 'force', 'netns']);
+const SERVICE_KEYS = new Set(['name', 'target', 'proto', 'ports', 'addresses', 'bindings', 'force', 'netns', 'udp_replies']);
 const TARGET_KEYS = new Set(['pid', 'pidfile', 'unit', 'cgroup', 'listener', 'fd']);
 const BINDING_KEYS = new Set(['proto', 'ports', 'addresses']);
 
@@ -219,6 +222,9 @@ export function parseDesired(text: string, file = 'FILE'): DesiredService[] {
       const forceNode = item.get('force', true);
       const force = forceNode === undefined ? false : scalar(forceNode);
       if (typeof force !== 'boolean') problems.push(`${at(forceNode as Node)}: force must be true or false`);
+      const repliesNode = item.get('udp_replies', true);
+      const udpReplies = repliesNode === undefined ? undefined : scalar(repliesNode);
+      if (udpReplies !== undefined && udpReplies !== 'rewrite' && udpReplies !== 'off') problems.push(`${at(repliesNode as Node)}: udp_replies must be rewrite or off`);
       if (name !== undefined) {
         const key = `${ns}\u0000${name}`;
         const first = seen.get(key);
@@ -226,7 +232,7 @@ export function parseDesired(text: string, file = 'FILE'): DesiredService[] {
         else seen.set(key, lineOf(item));
       }
       if (name !== undefined && target) {
-        out.push({name, netns: ns, target, listeners, fds, protos: svcProtos, bindings, force: force === true, line: lineOf(item)});
+        out.push({name, netns: ns, target, listeners, fds, protos: svcProtos, bindings, force: force === true, ...(udpReplies === 'rewrite' || udpReplies === 'off' ? {udpReplies} : {}), line: lineOf(item)});
       }
     }
   };

@@ -5,6 +5,7 @@ import {addBindings, bindingId, bindingsOf, groupBindings, portsText, readBindin
 import {validateName, type AddressPrefix} from './input.js';
 import {anyPrefix, LAYOUT, prefixText, type Prefix} from './layout.js';
 import {pruneFollow} from './follow.js';
+import {coverInterfaces} from './interfaces.js';
 import {checkClaims, checkHijack, closeAll, legacyClaims, openAll, ownSockets, servicesByName, socketId, where, withNetns} from './namespace.js';
 import {familiesOf, removeService, stopService} from './services.js';
 import {crashPoint} from './faults.js';
@@ -64,8 +65,11 @@ export function detach(target: {name: string} | {all: true}, opts: CommonOptions
         if (!removeAll) pruneFollow(store.dir, pinned);
         pinned.close();
         pinned = undefined;
+        // the last service: its tc programs go with the dispatcher; else only those no service needs any more
+        let notices: string[] = [];
         if (removeAll) store.destroyPinned();
-        return {detached: victims.map((v) => v.name), dispatcherRemoved: removeAll, notices: [...store.notices]};
+        else notices = coverInterfaces(store);
+        return {detached: victims.map((v) => v.name), dispatcherRemoved: removeAll, notices: [...store.notices, ...notices]};
       } finally {
         pinned?.close();
         closeAll(fg);
@@ -134,6 +138,7 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[] 
             const change = {phase: PHASE.portsAdd, id: record.id, meta: record, add: fresh, remove: []};
             journaled(store, d, change, () => writeInHalves(fresh, (part) => addBindings(d, record.id, part)), 'ports:journaled');
           }
+          coverInterfaces(store);
           return result(name, protos, fresh, bindingsOf(d, record.id));
         }
         const missing = specs.filter((b) => !held.has(bindingId(b)));
@@ -145,6 +150,7 @@ export function changePorts(name: string, op: 'add' | 'remove', ports: number[] 
         // journaled: an interruption is finished by the next skl, never left half removed
         const change = {phase: PHASE.portsRemove, id: record.id, meta: record, add: [], remove: specs};
         journaled(store, d, change, () => writeInHalves(specs, (part) => removeBindings(d, record.id, part)), 'ports:journaled');
+        coverInterfaces(store);
         return result(name, protos, specs, bindingsOf(d, record.id));
       } finally {
         closeAll(all);

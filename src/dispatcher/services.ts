@@ -16,6 +16,7 @@ import {crashPoint} from './faults.js';
 import {journaled, PHASE, type JournalPlace} from './journal.js';
 import type {DispatcherState} from './state.js';
 import {parseAddress} from './input.js';
+import {DEFAULT_UDP_REPLIES, syncReplyPorts, udpRepliesFlags, type UdpRepliesMode} from './replies.js';
 
 export interface ListenerChoice {
   /** undefined: every address, both families */
@@ -175,15 +176,15 @@ export function familiesOf(sockets: readonly (unknown | undefined)[], proto: Pro
   return ([4, 6] as const).filter((f) => sockets[protoIndex(proto) * 2 + (f === 6 ? 1 : 0)] !== undefined);
 }
 
-/** The record of a taken service (state set by the caller). */
-export function serviceMeta(t: TakenService, name: string, netnsIno: number, ownerPid: number, state: number): ServiceMeta {
+/** The record of a taken service (state set by the caller); a UDP service's replies are rewritten unless `udpReplies` is 'off'. */
+export function serviceMeta(t: TakenService, name: string, netnsIno: number, ownerPid: number, state: number, udpReplies: UdpRepliesMode = DEFAULT_UDP_REPLIES): ServiceMeta {
   return {
     state,
     pid: t.pid,
     createdNs: BigInt(Date.now()) * 1_000_000n,
     netnsIno,
     ownerPid,
-    flags: 0,
+    flags: udpRepliesFlags(0, t.dests, udpReplies),
     comm: t.comm,
     name,
     cgroupIno: 0,
@@ -208,6 +209,7 @@ export function writeNewService(d: DispatcherState, id: number, meta: ServiceMet
   addBindings(d, id, list);
   crashPoint('attach:ports-written');
   d.writeService(id, {...meta, state: SVC_READY});
+  syncReplyPorts(d);
 }
 
 /**
@@ -223,6 +225,7 @@ export function replaceSockets(d: DispatcherState, id: number, meta: ServiceMeta
     d.clearSpares(id * DESTS_PER_SERVICE + i);
   });
   d.writeService(id, {...meta, state: SVC_READY});
+  syncReplyPorts(d);
 }
 
 /**
@@ -249,6 +252,7 @@ export function replaceService(place: JournalPlace, d: DispatcherState, id: numb
       d.clearSpares(id * DESTS_PER_SERVICE + i);
     });
     d.writeService(id, {...meta, state: SVC_READY});
+    syncReplyPorts(d);
     crashPoint('replace:record-written');
     removeBindings(d, id, remove);
     crashPoint('replace:bindings-removed');
@@ -277,4 +281,5 @@ export function removeService(d: DispatcherState, id: number): void {
   }
   d.resetCounters(id);
   d.clearService(id);
+  syncReplyPorts(d);
 }

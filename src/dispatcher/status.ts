@@ -10,8 +10,10 @@ import type {OlderState} from './legacy.js';
 import {closeAll, openAll, where, withNetns} from './namespace.js';
 import {LayoutError, Store} from './store.js';
 import type {Netns} from '../sys/netns.js';
-import type {Counters, DispatcherState} from './state.js';
+import type {Counters, DispatcherState, ReplyCounters} from './state.js';
 import type {BindingStatus, CommonOptions} from './attach.js';
+import {interfaceCoverage, type UncoveredInterface} from './interfaces.js';
+import {udpRepliesOf, type UdpRepliesMode} from './replies.js';
 
 export interface SocketStatus {
   protocol: Proto;
@@ -44,6 +46,12 @@ export interface ServiceStatus {
   retaken: number;
   /** followed across restarts: the cgroup, and the process listening there now (0: none) */
   follow?: {cgroup: string; currentPid: number; listeners: string[]};
+  /** a UDP service: whether its replies to datagrams that came in on an extra port leave from that port ('rewrite') or from its own ('off') */
+  udpReplies?: UdpRepliesMode;
+  /** a UDP service: datagrams from an extra port that recorded (or refreshed) their flow */
+  flows?: number;
+  /** a UDP service: replies that left from the extra port */
+  rewritten?: number;
   mode: 'persistent' | 'foreground';
   /** skl process holding a foreground service */
   ownerPid?: number;
@@ -66,6 +74,8 @@ export interface StatusReport {
   /** the pinned state was written by an older skl: read fine, but changes need `skl upgrade` first (this says how) */
   upgrade?: string;
   attachments: ServiceStatus[];
+  /** interfaces where a tc program some service needs (UDP replies, UDP following) is not running: L3 devices, interfaces newer than the last skl change (absent when there are none) */
+  uncovered?: UncoveredInterface[];
   notices: string[];
 }
 
@@ -109,6 +119,12 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
     for (const l of legacy) for (const x of legacyServicesOf(l, ns, name)) attachments.push(x);
     if (name !== undefined && attachments.length === 0) throw new SklError(`no service named ${name} in ${where(ns)}`);
     attachments.sort((a, b) => a.name.localeCompare(b.name));
+    let uncovered: UncoveredInterface[] = [];
+    try {
+      uncovered = interfaceCoverage(ns, all);
+    } catch (error) {
+      store.notices.push(`could not check skl's tc programs on the interfaces: ${(error as Error).message}`);
+    }
     return {
       netns: ns.path,
       netnsIno: ns.ino,
@@ -116,6 +132,7 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
       ...(damaged ? {damaged} : {}),
       ...(upgrade ? {upgrade} : {}),
       attachments,
+      ...(uncovered.length ? {uncovered} : {}),
       notices: [...store.notices],
     };
   } finally {
@@ -131,6 +148,7 @@ interface ServiceView {
   followed?: {key: FollowKey; dests: number}[];
   bindings: readonly BindingSpec[];
   counters: Counters;
+  replies?: ReplyCounters;
   /** whether the SOCKMAP still holds the socket of destination i */
   alive: (dest: number) => boolean;
   kind: 'pinned' | 'foreground';
@@ -174,6 +192,7 @@ function serviceStatus(v: ServiceView, ns: Netns): ServiceStatus {
     missed: v.counters.missed,
     retaken: v.counters.retaken,
     ...(v.follow ? {follow: v.follow} : {}),
+    ...udpView(s, v.replies),
     mode: v.kind === 'pinned' ? 'persistent' : 'foreground',
     ...(v.kind === 'foreground' ? {ownerPid: s.ownerPid} : {}),
     createdAt: new Date(Number(s.createdNs / 1_000_000n)).toISOString(),
@@ -199,6 +218,7 @@ function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): Se
         meta: s,
         bindings: bindings.get(s.id) ?? [],
         counters: d.counters(s.id),
+        replies: d.replyCounters(s.id),
         // its socket, or a spare one (another member of its reuseport group) the program falls back to
         alive: (i) => d.destAlive(s.id * DESTS_PER_SERVICE + i),
         kind: d.kind,
@@ -209,6 +229,13 @@ function servicesOf(d: DispatcherState, ns: Netns, name: string | undefined): Se
       ns,
     ),
   );
+}
+
+/** A UDP service's replies: mode and counts (none for a TCP-only service, nor in older layouts' state, which had neither). */
+function udpView(meta: ServiceMeta, counts: ReplyCounters | undefined): Pick<ServiceStatus, 'udpReplies' | 'flows' | 'rewritten'> {
+  const mode = udpRepliesOf(meta);
+  if (mode === undefined || counts === undefined) return {};
+  return {udpReplies: mode, flows: counts.flows, rewritten: counts.rewritten};
 }
 
 function followView(s: ServiceMeta, keys: FollowKey[], ns: Netns): NonNullable<ServiceStatus['follow']> {

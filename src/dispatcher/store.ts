@@ -10,7 +10,7 @@ import {Link} from '../bpf/link.js';
 import {BpfError} from '../bpf/errors.js';
 import {libbpf} from '../ffi/index.js';
 import {close as closeFd} from '../ffi/libc.js';
-import {BPF_LINK_TYPE_NETNS, linkIds, linkInfoByFd, mapInfoByFd, progInfoByFd, progMapIds} from '../bpf/info.js';
+import {BPF_LINK_TYPE_NETNS, forEachNetnsLink, mapInfoByFd, progInfoByFd, progMapIds} from '../bpf/info.js';
 import {ensureBpffs, mkdirBpffs} from '../sys/bpffs.js';
 import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
@@ -24,6 +24,8 @@ import {SKL_VERSION} from '../version.js';
 import {crashPoint} from './faults.js';
 import {JOURNAL_RE, removeJournal, repairFromJournal} from './journal.js';
 import {finishInterruptedApply} from './apply-journal.js';
+import {coverInterfaces, releaseInterfaces, removeOrphanFilters} from './interfaces.js';
+import {syncReplyPorts} from './replies.js';
 
 const BPF_SK_LOOKUP = 36;
 export {PROGRAM_NAME};
@@ -254,6 +256,12 @@ export class Store {
     // the removal is published at once (a rename); an interruption leaves `<ino>-old-<pid>`, which
     // the next skl removes, never a dispatcher with some pins missing
     const old = `${this.dir}-old-${process.pid}`;
+    // its tc programs first: clsact filters (kernels without TCX) would outlive the directory
+    try {
+      if (existsSync(this.dir)) releaseInterfaces(this.netns, this.dir);
+    } catch (error) {
+      this.notices.push(`could not remove skl's tc programs from the interfaces: ${(error as Error).message}; the next skl command removes them`);
+    }
     if (existsSync(this.dir)) renameSync(this.dir, old);
     crashPoint('detach:renamed');
     removePins(old);
@@ -266,14 +274,28 @@ export class Store {
    * found half-made is in progress. Best effort: what cannot be repaired is reported, not fatal.
    */
   private repair(): void {
+    this.removeOrphanFilters();
     if (!existsSync(this.root)) return;
+    const before = this.notices.length;
     try {
       this.repairNamespace();
       finishInterruptedApply(this); // an apply killed half-way: finished from its record (./apply-journal.ts)
     } catch (error) {
       this.notices.push(`could not repair skl's state in ${this.dir}: ${(error as Error).message}; if it persists, run skl detach --all${this.netnsFlag()}`);
     }
+    // what an interrupted skl had started is finished or rolled back: the interfaces as the services now need them
+    if (this.notices.length > before && existsSync(this.dir)) this.notices.push(...coverInterfaces(this));
     removeIfEmpty(this.root);
+  }
+
+  /** clsact filters of skl's tc programs whose dispatcher is gone (a SIGKILLed --foreground skl on a kernel without TCX links). */
+  private removeOrphanFilters(): void {
+    try {
+      const n = removeOrphanFilters(this.netns);
+      if (n) this.notices.push(`removed ${n} tc filter${n === 1 ? '' : 's'} of skl's that no dispatcher owns any more (left by a killed skl attach --foreground)`);
+    } catch (error) {
+      this.notices.push(`could not check the interfaces for tc filters a killed skl left: ${(error as Error).message}`);
+    }
   }
 
   private repairNamespace(): void {
@@ -343,6 +365,8 @@ export class Store {
           this.notices.push(s.flags & SVC_F_REMOVING ? `finished detaching ${s.name}, interrupted by an earlier skl` : `rolled back ${s.name}, left half-made by an interrupted skl`);
         }
       }
+      // UDP replies: the own ports of the services whose replies are rewritten
+      syncReplyPorts(st);
       // followed listeners of no service, and the cgroups' links and entries nothing follows any more
       pruneFollow(this.dir, st);
       if (st.services().length === 0) {
@@ -454,39 +478,27 @@ export function findDispatchers(netnsIno: number, legacy: true): LegacyState[];
 export function findDispatchers(netnsIno: number, legacy = false): (DispatcherState | LegacyState)[] {
   const names: readonly string[] = legacy ? LEGACY_MAP_NAMES : MAP_NAMES;
   const out: (DispatcherState | LegacyState)[] = [];
-  for (const id of linkIds()) {
-    const lfd = libbpf.bpf_link_get_fd_by_id(id);
-    if (lfd < 0) continue;
+  forEachNetnsLink(netnsIno, BPF_SK_LOOKUP, (pfd, info) => {
     try {
-      const info = linkInfoByFd(lfd);
-      if (info.type !== BPF_LINK_TYPE_NETNS || info.attachType !== BPF_SK_LOOKUP || info.netnsIno !== netnsIno) continue;
-      const pfd = libbpf.bpf_prog_get_fd_by_id(info.progId);
-      if (pfd < 0) continue;
-      try {
-        if (progInfoByFd(pfd).name !== PROGRAM_NAME) continue;
-        const maps: Record<string, BpfMap> = {};
-        for (const mid of progMapIds(pfd)) {
-          const mfd = libbpf.bpf_map_get_fd_by_id(mid);
-          if (mfd < 0) continue;
-          const name = mapInfoByFd(mfd).name;
-          if (names.includes(name) && !maps[name]) maps[name] = BpfMap.fromFd(mfd);
-          else closeFd(mfd);
-        }
-        if (names.some((n) => !maps[n])) {
-          for (const m of Object.values(maps)) m.close();
-          continue;
-        }
-        if (legacy) out.push(new LegacyState('foreground', maps as Record<(typeof LEGACY_MAP_NAMES)[number], BpfMap>, info.id));
-        else out.push(new DispatcherState('foreground', maps as Record<MapName, BpfMap>, info.id));
-      } finally {
-        closeFd(pfd);
+      if (progInfoByFd(pfd).name !== PROGRAM_NAME) return;
+      const maps: Record<string, BpfMap> = {};
+      for (const mid of progMapIds(pfd)) {
+        const mfd = libbpf.bpf_map_get_fd_by_id(mid);
+        if (mfd < 0) continue;
+        const name = mapInfoByFd(mfd).name;
+        if (names.includes(name) && !maps[name]) maps[name] = BpfMap.fromFd(mfd);
+        else closeFd(mfd);
       }
+      if (names.some((n) => !maps[n])) {
+        for (const m of Object.values(maps)) m.close();
+        return;
+      }
+      if (legacy) out.push(new LegacyState('foreground', maps as Record<(typeof LEGACY_MAP_NAMES)[number], BpfMap>, info.id));
+      else out.push(new DispatcherState('foreground', maps as Record<MapName, BpfMap>, info.id));
     } catch (error) {
       if (!(error instanceof BpfError)) throw error;
-    } finally {
-      closeFd(lfd);
     }
-  }
+  });
   return out;
 }
 

@@ -18,13 +18,15 @@ import {Netns} from '../sys/netns.js';
 import {socketInodesOf} from '../sys/sockets.js';
 import {addBindings} from './bindings.js';
 import {crashPoint} from './faults.js';
-import {DESTS_PER_SERVICE, LAYOUT} from './layout.js';
+import {DESTS_PER_SERVICE, LAYOUT, type ServiceMeta} from './layout.js';
 import type {LegacyService, OlderState} from './legacy.js';
 import {DEFAULT_NETNS, withNetns} from './namespace.js';
 import {DispatcherState, FOLLOW_PROGRAM, loadDispatcher} from './state.js';
 import {BpfMap} from '../bpf/map.js';
 import {finishUpgrade, FOLLOW_LINK_RE, mapsOf, pinPrograms, PROGRAM_NAME, removePins, Store, type StoreOptions} from './store.js';
 import {SKL_VERSION} from '../version.js';
+import {coverInterfaces} from './interfaces.js';
+import {DEFAULT_UDP_REPLIES, syncReplyPorts, udpRepliesFlags} from './replies.js';
 
 export interface UpgradeOptions extends StoreOptions {
   netns?: string;
@@ -166,6 +168,7 @@ function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpg
           return {...base, result: 'would upgrade', fromLayout: layout.layout, fromVersion: layout.version, services: planned, linkId: before.id, oldProgId: before.progId, notices: notes()};
         }
         const done = migrate(store, old, services, link);
+        const covered = coverInterfaces(store);
         return {
           ...base,
           result: 'upgraded',
@@ -176,7 +179,7 @@ function upgradeNamespace(ns: Netns, opts: UpgradeOptions): Promise<NamespaceUpg
           oldProgId: before.progId,
           newProgId: link.info().progId,
           // layout 2's counters are carried over with its services
-          notices: [...notes(), ...(layout.layout < 2 ? ['counters restart from 0 in the new layout'] : [])],
+          notices: [...notes(), ...(layout.layout < 2 ? ['counters restart from 0 in the new layout'] : []), ...covered],
         };
       } finally {
         link.close();
@@ -211,9 +214,15 @@ function migrate(store: Store, old: OlderState, services: LegacyService[], link:
   try {
     const d = new DispatcherState('pinned', mapsOf(obj), 0);
     d.writeInfo(LAYOUT, SKL_VERSION);
+    // UDP services get this layout's default: replies from the extra port the client used
+    const upgraded = (m: ServiceMeta): ServiceMeta => ({...m, flags: udpRepliesFlags(m.flags, m.sockets, DEFAULT_UDP_REPLIES)});
+    // layout 2's records as they are in its (reused) services map
+    const records = old.layout === 2 ? new Map(d.services().map((r) => [r.id, r])) : undefined;
     for (const s of services) {
-      if (old.layout === 2) {
+      if (records) {
         // the same service record, sockets and counters: only its bindings move to the new tables
+        const rec = records.get(s.slot);
+        if (rec && upgraded(rec).flags !== rec.flags) d.writeService(s.slot, upgraded(rec));
         addBindings(d, s.slot, s.bindings);
         out.push({name: s.meta.name, pid: s.meta.pid, alive: s.alive, bindings: s.bindings.length});
         continue;
@@ -236,10 +245,11 @@ function migrate(store: Store, old: OlderState, services: LegacyService[], link:
       } finally {
         for (const fd of fds.values()) if (fd !== undefined) closeSync(fd);
       }
-      d.writeService(s.slot, s.meta);
+      d.writeService(s.slot, upgraded(s.meta));
       addBindings(d, s.slot, s.bindings);
       out.push({name: s.meta.name, pid: s.meta.pid, alive, bindings: s.bindings.length});
     }
+    syncReplyPorts(d);
     pinPrograms(obj, loaded.loaded, scratch);
     obj.program(PROGRAM_NAME).pin(`${scratch}/prog`);
     // the cgroups' follow links run the new follow program too, and move with the state

@@ -284,7 +284,7 @@ export const SKL_FEATURES: readonly SklFeature[] = [
   {id: 'xdp-count', name: 'skl xdp-count', planned: false, needs: ['libbpf', 'privileges', 'xdp', 'xdp_link', 'xdp_count', 'endianness']},
   {id: 'follow', name: 'following TCP services across restarts: attach --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'netns_cookie', 'sk_follow', 'cgroup2']},
   {id: 'follow-udp', name: 'following UDP services across restarts: attach --proto udp with --cgroup/--unit/--follow', planned: false, optional: true, needs: ['sockmap', 'sk_follow_sock', 'sk_follow_udp', 'cgroup2']},
-  {id: 'udp-replies', name: 'UDP replies from the extra port (coming)', planned: true, needs: ['sk_reply']},
+  {id: 'udp-replies', name: 'UDP replies from the extra port: attach --udp-replies', planned: false, optional: true, needs: ['sk_reply']},
 ];
 
 /** Whether a shipped feature needs the check (a failure then fails the doctor). */

@@ -159,6 +159,10 @@ export const bpf_xdp_query = fn<[number, number, Buffer], number>('int bpf_xdp_q
 export const bpf_link_create = fn<[number, number, number, Buffer], number>(
   'int bpf_link_create(int prog_fd, int target_fd, int attach_type, const uint8_t *opts)',
 );
+/** Programs on an attach point (TCX, Linux ≥6.6: target_fd is the ifindex, in the calling thread's namespace). */
+export const bpf_prog_query = fn<[number, number, number, [number], Buffer, [number]], number>(
+  'int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, _Out_ uint8_t *prog_ids, _Inout_ uint32_t *prog_cnt)',
+);
 export const bpf_link_detach = fn<[number], number>('int bpf_link_detach(int link_fd)');
 /** Swap the program behind a link atomically (opts NULL: no expected old program). */
 export const bpf_link_update = fn<[number, number, null], number>('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)');

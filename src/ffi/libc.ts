@@ -50,6 +50,8 @@ export const getsockname = fn<[number, Buffer, [number]], number>('int getsockna
 const ioctlv = fn<unknown[], number>('int ioctl(int fd, unsigned long request, ...)');
 /** ioctl without argument (NS_GET_NSTYPE, SIOCGSKNS returns a new fd). */
 export const ioctl0 = (fd: number, request: number): number => ioctlv(fd, request);
+/** ioctl with a pointer to a struct it reads and fills (struct ifreq for SIOCGIFHWADDR). */
+export const ioctlBuf = fn<[number, number, Buffer], number>('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)');
 export const socket = fn<[number, number, number], number>('int socket(int domain, int type, int protocol)');
 export const send = fn<[number, Buffer, number, number], number>('long send(int fd, const void *buf, size_t len, int flags)');
 export const recv = fn<[number, Buffer, number, number], number>('long recv(int fd, _Out_ void *buf, size_t len, int flags)');

@@ -36,11 +36,15 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
   const retaken = fam('skl_retaken_total', 'counter', 'New listening sockets of a followed service stored by the follow program (restarts followed in the kernel).');
   const bindings = fam('skl_bindings', 'gauge', 'Bindings of the service: (protocol, prefix) groups of ports.');
   const alive = fam('skl_target_alive', 'gauge', 'Whether every socket of the service is still open.');
+  const flows = fam('skl_udp_flows_total', 'counter', 'UDP datagrams from an extra port that recorded (or refreshed) their flow, for replies from that port (services with --udp-replies rewrite).');
+  const rewritten = fam('skl_udp_replies_rewritten_total', 'counter', 'UDP replies of the service that left from the extra port the client used.');
+  const uncovered = fam('skl_uncovered_interfaces', 'gauge', 'Interfaces of the network namespace where a tc program some service needs (UDP replies, UDP following) is not running.');
   for (const r of reports) {
     const ns = String(r.netnsIno);
     dispatchers.samples.push([{netns: ns}, r.dispatcher ? 1 : 0]);
     stale.samples.push([{netns: ns}, r.upgrade ? 1 : 0]);
     attachments.samples.push([{netns: ns}, r.attachments.length]);
+    uncovered.samples.push([{netns: ns}, r.uncovered?.length ?? 0]);
     for (const a of r.attachments) {
       const l = {netns: ns, name: a.name, protocol: a.protocols.join(','), pid: a.pid, mode: a.mode};
       redirected.samples.push([l, a.redirected]);
@@ -50,9 +54,13 @@ export function formatMetrics(reports: StatusReport[], build: BuildInfo): string
       retaken.samples.push([l, a.retaken]);
       layouts.samples.push([l, a.layout]);
       alive.samples.push([l, a.alive ? 1 : 0]);
+      if (a.udpReplies !== undefined) {
+        flows.samples.push([l, a.flows ?? 0]);
+        rewritten.samples.push([l, a.rewritten ?? 0]);
+      }
     }
   }
-  return [info, dispatchers, stale, attachments, redirected, missed, retaken, ports, bindings, alive, layouts]
+  return [info, dispatchers, stale, attachments, redirected, missed, retaken, ports, bindings, alive, layouts, flows, rewritten, uncovered]
     .map((f) => [`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.samples.map(([l, v]) => `${f.name}${labels(l)} ${v}`)].join('\n'))
     .join('\n')
     .concat('\n');

@@ -25,6 +25,49 @@ export function listInterfaces(): NetInterface[] {
   return list.map(({index, name}) => ({name, ifindex: index})).sort((a, b) => a.ifindex - b.ifindex);
 }
 
+/** Link-layer types (include/uapi/linux/if_arp.h) skl names. */
+export const ARPHRD_ETHER = 1;
+export const ARPHRD_LOOPBACK = 772;
+export const ARPHRD_NONE = 0xfffe;
+const ARPHRD_NAMES: Record<number, string> = {
+  [ARPHRD_ETHER]: 'ether',
+  [ARPHRD_LOOPBACK]: 'loopback',
+  [ARPHRD_NONE]: 'none',
+  768: 'ipip',
+  769: 'ip6ip6',
+  776: 'sit',
+  778: 'gre',
+  823: 'ip6gre',
+  512: 'ppp',
+};
+/** "ether", "none", … or the number. */
+export const hwTypeName = (type: number): string => ARPHRD_NAMES[type] ?? String(type);
+
+/**
+ * The link-layer type (ARPHRD_*) of interfaces of the calling thread's namespace, by name:
+ * SIOCGIFHWADDR on a socket of that namespace (ifr_hwaddr.sa_family). An interface that vanished
+ * meanwhile is left out.
+ */
+export function interfaceTypes(names: readonly string[]): Map<string, number> {
+  const SIOCGIFHWADDR = 0x8927;
+  const AF_INET = 2;
+  const SOCK_DGRAM = 2;
+  const SOCK_CLOEXEC = 0o2000000;
+  const out = new Map<string, number>();
+  const fd = libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw new SklError(`cannot read interface types: socket: errno ${libc.errno()}`);
+  try {
+    for (const name of names) {
+      const ifr = Buffer.alloc(40); // struct ifreq: char ifr_name[16], then the union
+      ifr.write(name.slice(0, 15), 0, 'latin1');
+      if (libc.ioctlBuf(fd, SIOCGIFHWADDR, ifr) === 0) out.set(name, ifr.readUInt16LE(16));
+    }
+  } finally {
+    libc.close(fd);
+  }
+  return out;
+}
+
 /** The name of an interface of the calling thread's namespace, or undefined when there is none with that index. */
 export function interfaceName(ifindex: number): string | undefined {
   const buf = Buffer.alloc(16); // IF_NAMESIZE
