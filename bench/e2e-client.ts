@@ -8,7 +8,7 @@
  */
 import net from 'node:net';
 import {parseArgs} from 'node:util';
-import {roundOrder} from './lib/stats.js';
+import {alternate} from './lib/slices.js';
 
 const {values} = parseArgs({
   options: {
@@ -58,16 +58,5 @@ async function slice(port: number, ms: number): Promise<{ok: number; failed: num
   return {ok, failed, ms: performance.now() - t0};
 }
 
-const slices: {port: number; round: number; ms: number; ok: number; failed: number; rate: number}[] = [];
-const warmup: Record<string, number> = {};
-for (const p of ports) {
-  const w = await slice(p, warmupMs);
-  warmup[p] = w.ok + w.failed;
-}
-for (let r = 0; r < rounds; r++) {
-  for (const i of roundOrder(ports.length, r)) {
-    const s = await slice(ports[i], sliceMs);
-    slices.push({port: ports[i], round: r, ...s, rate: (s.ok * 1000) / s.ms});
-  }
-}
+const {slices, warmup} = await alternate(ports, {rounds, sliceMs, warmupMs, attempts: (w) => w.ok + w.failed}, slice);
 process.stdout.write(`${JSON.stringify({slices, errors, warmup})}\n`);

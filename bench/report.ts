@@ -6,6 +6,7 @@ import type {MemoryResult} from './memory.js';
 import type {ProgBenchResult, VariantResult} from './prog.js';
 import {fmt, pairedRatio, type Summary} from './lib/stats.js';
 import {formatXdpBench, type XdpBenchResult} from './xdp.js';
+import type {RepliesBenchResult} from './replies.js';
 
 export interface Results {
   date: string;
@@ -28,6 +29,7 @@ export interface Results {
   memory?: MemoryResult;
   xdp?: XdpBenchResult;
   follow?: FollowBenchResult;
+  replies?: RepliesBenchResult;
   errors: {section: string; message: string}[];
 }
 
@@ -335,11 +337,72 @@ export function checks(r: Results): Check[] {
     out.push({section: '5 memory', what: 'peak RSS of `skl xdp-count`', result: mib(m.xdpCount), target: '≤ 64 MiB', met: m.xdpCount <= 64 * 1024, limits: lim});
   }
   if (r.follow) out.push(...followChecks(r.follow));
+  if (r.replies) out.push(...replyChecks(r.replies));
   return out;
 }
 
 // ---------------------------------------------------------------------------------------------
 // rendering
+
+// ---------------------------------------------------------------------------------------------
+// UDP replies
+
+/** A variant's kernel ns per run (median), and its extra over the empty tc program, paired round by round. */
+function replyCost(r: RepliesBenchResult, id: string): {ns: number; extra: number} {
+  const v = r.prog.variants.find((x) => x.id === id)!;
+  const floor = r.prog.variants.find((x) => x.id === 'tc-empty')!;
+  const n = Math.min(v.samples.length, floor.samples.length);
+  const extra = Array.from({length: n}, (_, i) => v.samples[i] - floor.samples[i]).sort((a, b) => a - b)[Math.floor(n / 2)];
+  return {ns: v.kernel.median, extra};
+}
+const us = (ns: number): string => `${fmt(ns / 1000, 3)} µs`;
+
+function replyChecks(r: RepliesBenchResult): Check[] {
+  const out: Check[] = [];
+  const floor = r.prog.variants.find((x) => x.id === 'tc-empty')!.kernel.median;
+  const rw = ['reply-rewrite-4', 'reply-rewrite-6'].map((id) => replyCost(r, id));
+  const worst = Math.max(...rw.map((c) => c.extra));
+  out.push({
+    section: '7 UDP replies',
+    what: 'sk_reply, a reply rewritten: over an empty tc program (worst of IPv4/IPv6)',
+    result: `+${us(worst)} (${rw.map((c) => fmt(c.ns, 0)).join(' / ')} vs ${fmt(floor, 0)} ns)`,
+    target: '≤ +0.5 µs',
+    met: worst <= 500,
+    limits: 'a flow lookup (LRU hash), the service record, the checksum fix and the port store, per reply.',
+  });
+  const other = ['reply-other-udp', 'reply-tcp'].map((id) => replyCost(r, id));
+  const worstOther = Math.max(...other.map((c) => c.extra));
+  out.push({
+    section: '7 UDP replies',
+    what: 'sk_reply, a packet it leaves alone (UDP of another port, TCP): over an empty tc program',
+    result: `+${us(worstOther)} (${other.map((c) => fmt(c.ns, 0)).join(' / ')} vs ${fmt(floor, 0)} ns)`,
+    target: '≤ +0.2 µs',
+    met: worstOther <= 200,
+    limits: 'parsing the headers and one inlined ARRAY lookup.',
+  });
+  const off = r.prog.variants.find((x) => x.id === 'dispatch-udp-off')!;
+  const on = r.prog.variants.find((x) => x.id === 'dispatch-udp-rewrite')!;
+  out.push({
+    section: '7 UDP replies',
+    what: 'sk_dispatch, a UDP datagram steered: recording its flow (rewrite vs off)',
+    result: `+${us(on.kernel.median - off.kernel.median)} (${fmt(on.kernel.median, 0)} vs ${fmt(off.kernel.median, 0)} ns)`,
+    target: '—',
+  });
+  if (r.e2e) {
+    const e = r.e2e;
+    out.push({
+      section: '7 UDP replies',
+      what: 'DNS queries/s through the extra port / the own port (dnsmasq, clients that check the source port)',
+      result: `${x(e.ratio.median)} (${fmt(e.extra.median, 0)} vs ${fmt(e.own.median, 0)} q/s)`,
+      target: '≥ 0.9×',
+      met: e.ratio.median >= 0.9,
+      limits: 'dnsmasq answers one query at a time; the extra port adds the dispatcher\'s hit, the flow record and the rewrite per query.',
+    });
+  } else {
+    out.push({section: '7 UDP replies', what: 'DNS queries/s through the extra port / the own port', result: `not measured: ${r.e2eSkipped ?? '?'}`, target: '≥ 0.9×'});
+  }
+  return out;
+}
 
 function table(header: string[], rows: string[][]): string[] {
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -405,6 +468,12 @@ export function renderConsole(r: Results): string {
     lines.push('', `End to end (${e.rounds} rounds × ${e.sliceMs} ms slices, ${e.parallel} connections in flight): own port ${fmt(e.own.median, 0)} conn/s (${spread(e.own, 0)}), extra port ${fmt(e.extra.median, 0)} conn/s (${spread(e.extra, 0)}); errors ${JSON.stringify(e.errors)}`);
   }
   if (r.follow) lines.push('', followConsole(r.follow));
+  if (r.replies) {
+    lines.push('', `UDP replies (BPF_PROG_TEST_RUN, ${r.replies.prog.rounds} interleaved rounds × ${r.replies.prog.repeat} runs; verified: ${r.replies.prog.verified}):`);
+    lines.push(...table(['program', 'case', 'kernel ns/run, median', 'min–max'], r.replies.prog.variants.map((v) => [v.program, v.what, fmt(v.kernel.median, 0), spread(v.kernel, 0)])));
+    const e = r.replies.e2e;
+    if (e) lines.push('', `DNS through dnsmasq (${e.rounds} rounds × ${e.sliceMs} ms, ${e.parallel} queries in flight): own port ${fmt(e.own.median, 0)} q/s, extra port ${fmt(e.extra.median, 0)} q/s (${x(e.ratio.median)}); lost ${e.lost.own} / ${e.lost.extra}`);
+  }
   if (r.memory) lines.push('', `Memory (VmHWM): idle node ${mib(r.memory.nodeIdle)}, skl attach --foreground ${mib(r.memory.attachForeground)}, skl xdp-count ${mib(r.memory.xdpCount)}`);
   for (const e of r.errors) lines.push('', `SECTION FAILED: ${e.section}: ${e.message}`);
   return lines.join('\n');
@@ -647,6 +716,54 @@ export function renderMarkdown(r: Results): string {
     );
   }
   if (r.follow) L.push(...followMarkdown(r.follow));
+  if (r.replies) {
+    const p = r.replies.prog;
+    L.push('## 7. UDP replies from the extra port', '');
+    L.push(
+      `BPF_PROG_TEST_RUN, ${fmt(p.repeat, 0)} runs per round, ${p.rounds} interleaved rounds, inside a namespace of the bench. \`sk_reply\``,
+      '(tc egress) gets an Ethernet frame with a 64-byte UDP reply from 127.0.0.1:5353 (or [::1]:5353) to the client\'s',
+      'port; the service\'s own port and its extra port 5454 both carry the reply flag, with flows 5353 → 5454 and 5454 →',
+      '5353 for that client, because a test run reuses one packet for all its runs and the program rewrites it in place:',
+      'every run rewrites (flow lookup, service check, checksum fix, port store). "Left alone": UDP from a port nobody',
+      'marked, and TCP. The floor is an empty tc program (`r0 = TC_ACT_UNSPEC`) on the same packet. `sk_dispatch`:',
+      `a UDP datagram to the extra port, steered to a bound socket, with and without recording its flow. Verified once each (the port after a run, a valid checksum; the datagram assigned): ${p.verified}.`,
+      '',
+      ...mdTable(
+        ['program', 'case', 'kernel ns/run, median', 'min–max', 'over the empty tc program'],
+        p.variants.map((v) => [
+          `\`${v.program}\``,
+          v.what,
+          fmt(v.kernel.median, 0),
+          spread(v.kernel, 0),
+          v.program === 'sk_reply' ? `+${fmt(replyCost(r.replies!, v.id).extra, 0)} ns` : '',
+        ]),
+      ),
+      '',
+    );
+    const e = r.replies.e2e;
+    if (e) {
+      L.push(
+        `End to end: dnsmasq answers \`skl.test\` on 127.0.0.1:${e.ownPort}; \`skl attach --proto udp --ports ${e.extraPort}\` (replies rewritten). One`,
+        `client process (\`bench/replies-client.ts\`) keeps ${e.parallel} queries in flight, each from a socket connected to the port it asks (like`,
+        'dig or a stub resolver, it only takes a reply from that port), alternating time slices between the two ports',
+        `(${e.rounds} rounds × ${e.sliceMs} ms).`,
+        '',
+        ...mdTable(
+          ['port', 'queries/s median', 'min–max', 'unanswered'],
+          [
+            [`own (${e.ownPort})`, fmt(e.own.median, 0), spread(e.own, 0), String(e.lost.own)],
+            [`extra (${e.extraPort})`, fmt(e.extra.median, 0), spread(e.extra, 0), String(e.lost.extra)],
+            ['extra / own, per round', x(e.ratio.median), `${fmt(e.ratio.min, 2)}–${fmt(e.ratio.max, 2)}`, ''],
+          ],
+        ),
+        '',
+        `skl counted ${fmt(e.flows, 0)} flows recorded and ${fmt(e.rewritten, 0)} replies rewritten.`,
+        '',
+      );
+    } else {
+      L.push(`End to end: not measured in this run (${r.replies.e2eSkipped ?? '?'}).`, '');
+    }
+  }
   for (const e of r.errors) L.push(`**Section ${e.section} failed in this run:** ${e.message}`, '');
   return `${L.join('\n').trimEnd()}\n`;
 }

@@ -2,7 +2,7 @@
  * `npm run bench` (as root): every benchmark of issue 5 in one go, inside throwaway network
  * namespaces; prints a table, writes bench/results.json and regenerates BENCHMARKS.md.
  *
- *   node dist/bench/run.js [--quick] [--only prog,e2e,control,memory,xdp,follow] [--no-markdown]
+ *   node dist/bench/run.js [--quick] [--only prog,e2e,control,memory,xdp,follow,replies] [--no-markdown]
  *
  * Benchmarks print numbers; they never fail because of a timing (the exit code is non-zero only
  * when a section could not run at all).
@@ -21,8 +21,9 @@ import type {FollowBenchResult} from './follow.js';
 import type {ProgBenchResult} from './prog.js';
 import {renderConsole, renderMarkdown, type Results} from './report.js';
 import type {XdpBenchResult} from './xdp.js';
+import type {RepliesBenchResult, RepliesProgResult} from './replies.js';
 
-const SECTIONS = ['prog', 'e2e', 'control', 'memory', 'xdp', 'follow'] as const;
+const SECTIONS = ['prog', 'e2e', 'control', 'memory', 'xdp', 'follow', 'replies'] as const;
 type Section = (typeof SECTIONS)[number];
 
 function machine(): Results['machine'] {
@@ -117,6 +118,16 @@ async function main(): Promise<void> {
   await step('follow', async (): Promise<FollowBenchResult> => {
     const {benchFollow} = await import('./follow.js');
     return benchFollow(quick ? {rounds: 5, perRound: 5_000, connRounds: 6, datagrams: 500} : {});
+  });
+
+  await step('replies', async (): Promise<RepliesBenchResult> => {
+    const prog = await inNetns<RepliesProgResult>('replies.js', quick ? ['--rounds', '5', '--repeat', '200000'] : ['--rounds', '15', '--repeat', '500000'], 'UDP replies program cost');
+    const {benchRepliesE2e} = await import('./replies.js');
+    try {
+      return {prog, e2e: await benchRepliesE2e(quick ? {rounds: 4, sliceMs: 400} : {rounds: 12, sliceMs: 500})};
+    } catch (error) {
+      return {prog, e2eSkipped: (error as Error).message};
+    }
   });
 
   results.machine.loadAverageAfter = os.loadavg().map((x) => Math.round(x * 100) / 100);
