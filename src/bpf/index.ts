@@ -24,6 +24,7 @@ export {
   attachTc,
   listTcFilters,
   tcxProgramIds,
+  clsactInterfaces,
   tcxSupported,
   TcAttachment,
   TcxLink,

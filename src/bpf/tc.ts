@@ -423,6 +423,8 @@ const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_ROUTE = 0;
+const RTM_NEWQDISC = 36;
+const RTM_GETQDISC = 38;
 const RTM_NEWTFILTER = 44;
 const RTM_GETTFILTER = 46;
 const NLM_F_REQUEST = 0x1;
@@ -463,35 +465,55 @@ const cstring = (b: Buffer | undefined): string | undefined => {
  * per classifier instance (handle 0, no options) before that instance's filters.
  */
 function dumpFilters(ifindex: number, direction: TcDirection, headers = false): TcFilter[] {
+  const out: TcFilter[] = [];
+  tcDump(RTM_GETTFILTER, ifindex, TC_PARENT[direction], 'list tc filters', `of ifindex ${ifindex}`, (type, m) => {
+    if (type !== RTM_NEWTFILTER) return;
+    const f = filterOf(m);
+    if (headers || f.handle !== 0) out.push(f);
+  });
+  return out;
+}
+
+/**
+ * The interfaces (ifindex) of the calling thread's namespace that have a clsact qdisc: one
+ * RTM_GETQDISC dump for all of them (`tc qdisc show`), so that looking for clsact filters costs
+ * nothing more where there is none.
+ */
+export function clsactInterfaces(): number[] {
+  const out: number[] = [];
+  tcDump(RTM_GETQDISC, 0, 0, 'list qdiscs', '', (type, m) => {
+    if (type === RTM_NEWQDISC && cstring(attrs(m.subarray(TCMSG_LEN)).get(TCA_KIND)) === 'clsact') out.push(m.readInt32LE(4));
+  });
+  return out;
+}
+
+/** An RTM_GET* dump of tc objects over NETLINK_ROUTE: `each(type, struct tcmsg + attributes)` per message. */
+function tcDump(request: number, ifindex: number, parent: number, op: string, what: string, each: (type: number, m: Buffer) => void): void {
   const fd = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (fd < 0) throw errorFor('list tc filters', libc.errno(), '(netlink socket)');
+  if (fd < 0) throw errorFor(op, libc.errno(), '(netlink socket)');
   try {
     const req = Buffer.alloc(NLMSG_HDRLEN + TCMSG_LEN);
     req.writeUInt32LE(req.length, 0);
-    req.writeUInt16LE(RTM_GETTFILTER, 4);
+    req.writeUInt16LE(request, 4);
     req.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
     req.writeUInt32LE(++seq, 8);
     req.writeInt32LE(ifindex, NLMSG_HDRLEN + 4); // tcm_ifindex (tcm_family 0: AF_UNSPEC)
-    req.writeUInt32LE(TC_PARENT[direction], NLMSG_HDRLEN + 12); // tcm_parent
-    if (libc.send(fd, req, req.length, 0) !== req.length) throw errorFor('list tc filters', libc.errno(), '(netlink send)');
-    const out: TcFilter[] = [];
+    req.writeUInt32LE(parent, NLMSG_HDRLEN + 12); // tcm_parent
+    if (libc.send(fd, req, req.length, 0) !== req.length) throw errorFor(op, libc.errno(), '(netlink send)');
     const buf = Buffer.alloc(64 * 1024); // a dump message fits in 32 KiB (the kernel's cap)
     for (;;) {
       const n = libc.recv(fd, buf, buf.length, 0);
-      if (n <= 0) throw errorFor('list tc filters', n < 0 ? libc.errno() : EINVAL, '(netlink recv)');
+      if (n <= 0) throw errorFor(op, n < 0 ? libc.errno() : EINVAL, '(netlink recv)');
       for (let off = 0; off + NLMSG_HDRLEN <= n; ) {
         const len = buf.readUInt32LE(off);
         const type = buf.readUInt16LE(off + 4);
-        if (len < NLMSG_HDRLEN || off + len > n) throw errorFor('list tc filters', EINVAL, '(malformed netlink message)');
-        if (type === NLMSG_DONE) return out;
+        if (len < NLMSG_HDRLEN || off + len > n) throw errorFor(op, EINVAL, '(malformed netlink message)');
+        if (type === NLMSG_DONE) return;
         if (type === NLMSG_ERROR) {
           const e = -buf.readInt32LE(off + NLMSG_HDRLEN);
-          if (e !== 0) throw errorFor('list tc filters', e, `of ifindex ${ifindex}`);
+          if (e !== 0) throw errorFor(op, e, what);
         }
-        if (type === RTM_NEWTFILTER && len >= NLMSG_HDRLEN + TCMSG_LEN) {
-          const f = filterOf(buf.subarray(off + NLMSG_HDRLEN, off + len));
-          if (headers || f.handle !== 0) out.push(f);
-        }
+        if (len >= NLMSG_HDRLEN + TCMSG_LEN) each(type, buf.subarray(off + NLMSG_HDRLEN, off + len));
         off += (len + 3) & ~3;
       }
     }

@@ -33,7 +33,7 @@ import {close as closeFd} from '../ffi/libc.js';
 import {forEachNetnsLink, progInfoByFd, progMapIds, mapInfoByFd} from '../bpf/info.js';
 import {BpfMap} from '../bpf/map.js';
 import type {BpfObject} from '../bpf/object.js';
-import {attachTc, ClsactFilter, listTcFilters, tcxProgramIds, TcxLink, type ClsactFilterRecord, type TcAttachment, type TcDirection, type TcProgram} from '../bpf/tc.js';
+import {attachTc, ClsactFilter, clsactInterfaces, listTcFilters, tcxProgramIds, TcxLink, type ClsactFilterRecord, type TcAttachment, type TcDirection, type TcProgram} from '../bpf/tc.js';
 import {ARPHRD_ETHER, ARPHRD_LOOPBACK, hwTypeName, interfaceTypes, listInterfaces} from '../sys/interfaces.js';
 import {Netns} from '../sys/netns.js';
 import {DESTS_PER_SERVICE, protoIndex, SVC_F_FOLLOW, SVC_F_UDP_REPLIES, SVC_READY, type ServiceMeta} from './layout.js';
@@ -351,22 +351,23 @@ const SKL_TC_NAMES = new Set<string>(TC_DIRECTIONS.map((d) => TC_PROGRAMS[d].pro
  * owner). Under skl's lock.
  */
 export function removeOrphanFilters(ns: Netns): number {
-  return ns.run(() => sweepOrphans(ns.ino, interfacesHere()));
+  // one qdisc dump: where there is no clsact qdisc (everywhere, on kernels with TCX links) there is nothing to look at
+  return ns.run(() => sweepOrphans(ns.ino, clsactInterfaces()));
 }
 
-function sweepOrphans(netnsIno: number, ifaces: readonly Interface[]): number {
+function sweepOrphans(netnsIno: number, ifindexes: readonly number[]): number {
   let live: Set<number> | undefined;
   const cache = new Map<number, {name: string; maps: number[]} | undefined>();
   let removed = 0;
-  for (const i of ifaces) {
+  for (const ifindex of ifindexes) {
     for (const direction of TC_DIRECTIONS) {
-      for (const f of listTcFilters(i.ifindex, direction)) {
+      for (const f of listTcFilters(ifindex, direction)) {
         if (f.kind !== 'bpf' || f.progId === undefined) continue;
         const p = programOf(f.progId, cache);
         if (!p || !SKL_TC_NAMES.has(p.name)) continue;
         live ??= liveDispatcherMaps(netnsIno);
         if (p.maps.some((m) => live!.has(m))) continue;
-        const r = ClsactFilter.remove({netnsIno, ifindex: i.ifindex, direction, handle: f.handle, priority: f.priority, progId: f.progId, createdQdisc: false});
+        const r = ClsactFilter.remove({netnsIno, ifindex, direction, handle: f.handle, priority: f.priority, progId: f.progId, createdQdisc: false});
         if (r === 'removed') removed++;
       }
     }

@@ -21,6 +21,7 @@ import {
   SVC_READY,
   type ServiceMeta,
 } from './layout.js';
+import {u32Key} from '../bpf/map.js';
 import type {DispatcherState} from './state.js';
 
 /** rewrite: replies to a datagram that came in on an extra port leave from that port; off: from the service's own port. */
@@ -75,21 +76,47 @@ export function replyPorts(d: DispatcherState): Set<number> {
 /** Turn a ready service's UDP replies on or off in place (one store the programs check), and the reply ports with it. */
 export function setUdpReplies(d: DispatcherState, record: ServiceMeta & {id: number}, mode: UdpRepliesMode): void {
   d.writeService(record.id, {...record, flags: udpRepliesFlags(record.flags, record.sockets, mode)});
-  syncReplyPorts(d);
+  syncReplyPorts(d, ownUdpPorts(record));
+}
+
+/** A service record's own UDP ports (of its socket records). */
+export function ownUdpPorts(meta: Pick<ServiceMeta, 'sockets'>): number[] {
+  return [...new Set(meta.sockets.filter((m) => m?.proto === 'udp').map((m) => m!.listenPort))];
+}
+
+/** The own UDP ports of service `id` as its record says now (none when the slot is free). */
+export function recordedUdpPorts(d: DispatcherState, id: number): number[] {
+  const v = d.maps.services.lookup(u32Key(id));
+  if (!v) return [];
+  const out = new Set<number>();
+  for (let dest = protoIndex('udp') * 2; dest < DESTS_PER_SERVICE; dest++) {
+    const o = SOCKETS_AT + dest * SOCKET_META_SIZE;
+    if (v.readUInt8(o + 15) & 1) out.add(v.readUInt16LE(o + 12));
+  }
+  return [...out];
 }
 
 /**
  * Make add_ports' PORT_F_REPLY flags equal to the own UDP ports of the ready services with
  * SVC_F_UDP_REPLIES: set where missing, cleared where no such service is left (the other bits of
- * each entry, its bindings, are kept). Under skl's lock; the kernel never writes add_ports.
+ * each entry, its bindings, are kept). `touched`: the ports whose flag may have to go (those of the
+ * services just changed or removed, as they were); without it, every UDP port of the table is
+ * looked at (a repair, an upgrade). `ready`: a service record about to be made ready, whose ports
+ * count as wanted already. Under skl's lock; the kernel never writes add_ports.
  */
-export function syncReplyPorts(d: DispatcherState): void {
+export function syncReplyPorts(d: DispatcherState, touched?: Iterable<number>, ready?: Pick<ServiceMeta, 'flags' | 'sockets'>): void {
   const want = replyPorts(d);
+  // a service about to be made ready: its ports flagged first (a flag on a port whose service is not ready yet changes nothing)
+  if (ready && ready.flags & SVC_F_UDP_REPLIES) for (const p of ownUdpPorts(ready)) want.add(p);
   const writes: [number, number][] = [];
-  const udp = portIndex('udp', 0);
-  for (const [index, v] of d.portTable()) {
-    if (index < udp || index >= PORT_ENTRIES) continue;
+  const clear = (index: number, v: number): void => {
     if (v & PORT_F_REPLY && !want.has(index & 0xffff)) writes.push([index, (v & ~PORT_F_REPLY) >>> 0]);
+  };
+  if (touched === undefined) {
+    const udp = portIndex('udp', 0);
+    for (const [index, v] of d.portTable()) if (index >= udp && index < PORT_ENTRIES) clear(index, v);
+  } else {
+    for (const port of touched) clear(portIndex('udp', port), d.portValue(portIndex('udp', port)));
   }
   for (const port of want) {
     const index = portIndex('udp', port);

@@ -16,7 +16,7 @@ import {crashPoint} from './faults.js';
 import {journaled, PHASE, type JournalPlace} from './journal.js';
 import type {DispatcherState} from './state.js';
 import {parseAddress} from './input.js';
-import {DEFAULT_UDP_REPLIES, syncReplyPorts, udpRepliesFlags, type UdpRepliesMode} from './replies.js';
+import {DEFAULT_UDP_REPLIES, recordedUdpPorts, syncReplyPorts, udpRepliesFlags, type UdpRepliesMode} from './replies.js';
 
 export interface ListenerChoice {
   /** undefined: every address, both families */
@@ -208,8 +208,8 @@ export function writeNewService(d: DispatcherState, id: number, meta: ServiceMet
   crashPoint('attach:socket-stored');
   addBindings(d, id, list);
   crashPoint('attach:ports-written');
+  syncReplyPorts(d, [], meta);
   d.writeService(id, {...meta, state: SVC_READY});
-  syncReplyPorts(d);
 }
 
 /**
@@ -217,6 +217,7 @@ export function writeNewService(d: DispatcherState, id: number, meta: ServiceMet
  * port refuses) and its record.
  */
 export function replaceSockets(d: DispatcherState, id: number, meta: ServiceMeta, t: TakenService): void {
+  const was = recordedUdpPorts(d, id);
   t.dests.forEach((s, i) => {
     if (s) d.setSocket(id * DESTS_PER_SERVICE + i, s.dup);
   });
@@ -225,7 +226,7 @@ export function replaceSockets(d: DispatcherState, id: number, meta: ServiceMeta
     d.clearSpares(id * DESTS_PER_SERVICE + i);
   });
   d.writeService(id, {...meta, state: SVC_READY});
-  syncReplyPorts(d);
+  syncReplyPorts(d, was);
 }
 
 /**
@@ -236,6 +237,7 @@ export function replaceSockets(d: DispatcherState, id: number, meta: ServiceMeta
  */
 export function replaceService(place: JournalPlace, d: DispatcherState, id: number, meta: ServiceMeta, t: TakenService, add: readonly BindingSpec[], remove: readonly BindingSpec[]): void {
   const change = {phase: PHASE.replaceAdding, id, meta: {...meta, state: SVC_READY}, add, remove};
+  const was = recordedUdpPorts(d, id);
   journaled(place, d, change, (j) => {
     addBindings(d, id, add);
     crashPoint('replace:bindings-added');
@@ -252,7 +254,7 @@ export function replaceService(place: JournalPlace, d: DispatcherState, id: numb
       d.clearSpares(id * DESTS_PER_SERVICE + i);
     });
     d.writeService(id, {...meta, state: SVC_READY});
-    syncReplyPorts(d);
+    syncReplyPorts(d, was);
     crashPoint('replace:record-written');
     removeBindings(d, id, remove);
     crashPoint('replace:bindings-removed');
@@ -270,7 +272,10 @@ export function stopService(d: DispatcherState, id: number): void {
  * service the next skl finishes removing.
  */
 export function removeService(d: DispatcherState, id: number): void {
+  const was = recordedUdpPorts(d, id);
   stopService(d, id);
+  // no longer ready: its reply ports lose the flag (unless another service has the same)
+  syncReplyPorts(d, was);
   crashPoint('detach:pending');
   removeBindings(d, id, bindingsOf(d, id));
   crashPoint('detach:bindings-removed');
@@ -281,5 +286,4 @@ export function removeService(d: DispatcherState, id: number): void {
   }
   d.resetCounters(id);
   d.clearService(id);
-  syncReplyPorts(d);
 }

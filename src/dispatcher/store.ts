@@ -365,8 +365,8 @@ export class Store {
           this.notices.push(s.flags & SVC_F_REMOVING ? `finished detaching ${s.name}, interrupted by an earlier skl` : `rolled back ${s.name}, left half-made by an interrupted skl`);
         }
       }
-      // UDP replies: the own ports of the services whose replies are rewritten
-      syncReplyPorts(st);
+      // UDP replies: a replacement finished or rolled back may have changed a service's own ports
+      if (journals.length) syncReplyPorts(st);
       // followed listeners of no service, and the cgroups' links and entries nothing follows any more
       pruneFollow(this.dir, st);
       if (st.services().length === 0) {
