@@ -21,8 +21,8 @@ import type {ChildProcess} from 'node:child_process';
 import {createInterface} from 'node:readline';
 import {libbpf} from '../src/ffi/index.js';
 import {close as closeFd} from '../src/ffi/libc.js';
-import {enableRunStats, progRunStats} from '../src/bpf/info.js';
-import {attachTc} from '../src/bpf/tc.js';
+import {enableRunStats, progInfoByFd, progRunStats} from '../src/bpf/info.js';
+import {attachTc, listTcFilters, tcxProgramIds} from '../src/bpf/tc.js';
 import {Link} from '../src/bpf/link.js';
 import {Netns} from '../src/sys/netns.js';
 import {cgroup2Mount} from '../src/sys/mounts.js';
@@ -276,8 +276,10 @@ export async function benchFollow(opts: {rounds?: number; perRound?: number; con
     const tcProg = `${ns.pinDir}/follow_udp_prog`;
     const here = Netns.open(ns.path);
     const fd = libbpf.bpf_obj_get(tcProg);
-    // skl attaches it itself where it can; here it goes on lo for the measurement (removed with the namespace)
-    const tc = here.run(() => attachTc({fd, name: 'sk_follow_udp'}, 1, 'ingress'));
+    // skl attaches it to the namespace's interfaces itself (src/dispatcher/interfaces.ts); only where it has not, it goes on lo here
+    const id = progInfoByFd(fd).id;
+    const there = here.run(() => tcxProgramIds(1, 'ingress').includes(id) || listTcFilters(1, 'ingress').some((f) => f.progId === id));
+    const tc = there ? undefined : here.run(() => attachTc({fd, name: 'sk_follow_udp'}, 1, 'ingress'));
     const send = (port: number): void => void check('udp client', ns.exec(node, ['-e', UDP_CLIENT, String(port), String(datagrams)], {timeoutMs: 120_000}));
     let hit: ProgCost;
     let unbound: ProgCost;
@@ -285,7 +287,7 @@ export async function benchFollow(opts: {rounds?: number; perRound?: number; con
       hit = await measured(tcProg, async () => send(9053));
       unbound = await measured(tcProg, async () => send(5999));
     } finally {
-      here.run(() => tc.detach());
+      if (tc) here.run(() => tc.detach());
       here.close();
       closeFd(fd);
       await stop(udpServer);
