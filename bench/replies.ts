@@ -29,6 +29,7 @@ import {mapsOf, PROGRAM_NAME} from '../src/dispatcher/store.js';
 import {BenchNetns, check, tool} from './lib/netns.js';
 import {dist, SKL} from './lib/proc.js';
 import {pairedRatio, roundOrder, summarize, type Summary} from './lib/stats.js';
+import type {E2eResult} from './e2e.js';
 
 const SK_PASS = 1;
 const IPPROTO_UDP = 17;
@@ -55,19 +56,8 @@ export interface RepliesProgResult {
   variants: ReplyVariant[];
 }
 
-export interface RepliesE2eResult {
-  rounds: number;
-  sliceMs: number;
-  parallel: number;
-  ownPort: number;
-  extraPort: number;
-  /** answered queries per second, one sample per slice */
-  own: Summary;
-  extra: Summary;
-  ownSamples: number[];
-  extraSamples: number[];
-  /** extra / own, per round */
-  ratio: Summary;
+/** The shape of the TCP end-to-end result (bench/e2e.ts), with answered queries per second for connections per second. */
+export interface RepliesE2eResult extends Omit<E2eResult, 'errors' | 'redirected' | 'extraConnections'> {
   /** queries without an answer within the client's timeout */
   lost: {own: number; extra: number};
   /** skl's counters after the run */
