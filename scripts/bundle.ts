@@ -121,7 +121,8 @@ const common: BuildOptions = {
  * node:http, node:crypto: 2-3 ms of CPU time each) is required where a bundle first uses it, not
  * where the bundle loads: `skl attach` needs node:child_process only for --unit (systemctl), and
  * node:net only for some addresses. esbuild writes a named import of a built-in module as
- * `var import_node_x = require("node:x");` and reads each name from that object where it is used
+ * `var import_node_x = require("node:x");` (inside a module's initializer, when esbuild wraps one,
+ * `import_node_x = require("node:x");`) and reads each name from that object where it is used
  * (`(0, import_node_x.name)(…)`): the object becomes a stand-in that requires the module on the
  * first read. Default and namespace imports (`__toESM(require(…))`) stay as they are, and so do
  * the modules Node.js has loaded anyway when skl starts (EAGER).
@@ -133,10 +134,12 @@ const LAZY_BUILTIN =
   'getOwnPropertyDescriptor: (_, k) => { const d = Reflect.getOwnPropertyDescriptor(real(), k); return d && {...d, configurable: true}; }}); };\n';
 function lazyBuiltins(code: string): string {
   let lazy = 0;
-  const out = code.replace(/^var (import_node_[\w$]+) = require\("node:([\w/]+)"\);$/gm, (line, name: string, id: string) => {
+  // at the top level (`var import_node_x = require(…)`), or inside the initializer esbuild wraps a
+  // module in when it is reached through a cycle (`  import_node_x = require(…)`)
+  const out = code.replace(/^(\s*(?:var )?)(import_node_[\w$]+) = require\("node:([\w/]+)"\);$/gm, (line, head: string, name: string, id: string) => {
     if (EAGER.has(id)) return line;
     lazy++;
-    return `var ${name} = __lazyBuiltin("node:${id}");`;
+    return `${head}${name} = __lazyBuiltin("node:${id}");`;
   });
   return lazy === 0 ? out : LAZY_BUILTIN + out;
 }

@@ -8,7 +8,7 @@ import {existsSync} from 'node:fs';
 import {spawnSync} from 'node:child_process';
 import {createInterface} from 'node:readline';
 import {Netns as SysNetns} from '../src/sys/netns.js';
-import {attachTc, listTcFilters} from '../src/bpf/tc.js';
+import {listTcFilters} from '../src/bpf/tc.js';
 import {BpfMap} from '../src/bpf/map.js';
 import {progInfoByFd} from '../src/bpf/info.js';
 import {libbpf} from '../src/ffi/index.js';
@@ -75,26 +75,18 @@ function followedCgroups(sk: SklContext): number[] {
 }
 
 /**
- * Until skl attaches the UDP follow program (sk_follow_udp, tc ingress) to the namespace's
- * interfaces itself: attach the pinned program to lo's ingress for the test (left alone when
- * skl's own attachment is there already), removed at teardown.
+ * skl put its UDP follow program (sk_follow_udp, tc ingress) on lo itself: loaded and pinned when
+ * the first followed UDP service came (a dispatcher is created without it), then attached as a
+ * TCX link or a clsact filter.
  */
-function followUdpOnLo(t: ExecutionContext, ns: Netns, sk: SklContext): void {
+function expectFollowUdpOnLo(t: ExecutionContext, ns: Netns, sk: SklContext): void {
   const fd = libbpf.bpf_obj_get(`${sk.pinDir}/follow_udp_prog`);
-  if (fd < 0) throw new Error(`no follow_udp_prog pinned in ${sk.pinDir}`);
+  t.true(fd >= 0, `follow_udp_prog pinned in ${sk.pinDir}`);
+  if (fd < 0) return;
   const sys = SysNetns.open(ns.path);
   try {
     const id = progInfoByFd(fd).id;
-    if (bpfLinks().some(l => l.progId === id) || sys.run(() => listTcFilters(1, 'ingress').some(f => f.progId === id))) return;
-    const a = sys.run(() => attachTc({fd, name: 'sk_follow_udp'}, 1, 'ingress'));
-    t.teardown(() => {
-      const again = SysNetns.open(ns.path);
-      try {
-        again.run(() => a.detach());
-      } finally {
-        again.close();
-      }
-    });
+    t.true(bpfLinks().some(l => l.progId === id) || sys.run(() => listTcFilters(1, 'ingress').some(f => f.progId === id)), "skl's sk_follow_udp is on lo's ingress");
   } finally {
     sys.close();
     closeFd(fd);
@@ -234,7 +226,7 @@ privileged.serial('follow UDP: attached before it starts; 20 restarts with no sk
   const {ns, sk, cg} = await setup(t);
   const r = await sk.ok(['attach', '--cgroup', cg.path, '--listener', `${HOST}:7001`, '--proto', 'udp', '--ports', '8001', '--name', 'app']);
   t.regex(r.stdout, new RegExp(`attached app: UDP 8001 → the first listener on 127\\.0\\.0\\.1:7001 \\(follows cgroup ${cg.path} across restarts\\)`));
-  followUdpOnLo(t, ns, sk);
+  expectFollowUdpOnLo(t, ns, sk);
   t.like(await sk.attachment('app'), {protocols: ['udp'], alive: false, retaken: 0, follow: {cgroup: cg.path, currentPid: 0, listeners: ['127.0.0.1:7001']}});
   t.deepEqual(cgroupLinkTypes(cg), [BPF_CGROUP_INET_SOCK_CREATE], 'a UDP service: the sock_create link only (no sock_ops program on the cgroup)');
   t.deepEqual(followedCgroups(sk), [cg.ino]);
@@ -268,7 +260,7 @@ privileged.serial('follow UDP: never a black hole — an impostor outside the cg
   const refused = await sk.run(['attach', '--cgroup', cg.path, '--proto', 'udp', '--ports', '8001', '--name', 'app']);
   t.regex(refused.stderr, /nothing in cgroup .* listens yet/, 'the cgroup\'s only socket is another namespace\'s: nothing to follow');
   await sk.ok(['attach', '--cgroup', cg.path, '--listener', `${HOST}:7001`, '--proto', 'udp', '--ports', '8001', '--name', 'app']);
-  followUdpOnLo(t, ns, sk);
+  expectFollowUdpOnLo(t, ns, sk);
   t.like(await sk.attachment('app'), {alive: false, follow: {currentPid: 0}}, 'nothing stored at attach');
   await unanswered(t, ns, 8001, 'with only a socket of another namespace in the cgroup');
   t.is(foreign.served(), 0);
@@ -296,7 +288,7 @@ needing(['bpftool']).privilegedSerial('follow UDP --pid P --follow: a restart is
   const first = await serve(t, ns, cg, 7001, HOST, 'udp');
   const r = await sk.ok(['attach', '--pid', String(first.pid), '--follow', '--proto', 'udp', '--ports', '8001', '--name', 'app', '--json']);
   t.like(r.json, {protocols: ['udp'], follow: {cgroup: cg.path, listeners: ['127.0.0.1:7001']}});
-  followUdpOnLo(t, ns, sk);
+  expectFollowUdpOnLo(t, ns, sk);
   t.is(await who(ns, 8001, HOST, 'udp'), first.pid);
   await first.stop();
   await unanswered(t, ns, 8001, 'while it is down');
@@ -344,7 +336,7 @@ for (const proto of ['tcp', 'udp'] as const) {
     const [first, second] = a.pid < b.pid ? [a, b] : [b, a];
     const r = await sk.ok(['attach', '--cgroup', cg.path, '--proto', proto, '--ports', '8001', '--name', 'app', '--json']);
     t.like(r.json, {pid: first.pid}, 'the lowest pid of the cgroup is taken: its socket is the one stored');
-    if (proto === 'udp') followUdpOnLo(t, ns, sk);
+    if (proto === 'udp') expectFollowUdpOnLo(t, ns, sk);
 
     const round = async (n: number): Promise<Map<number | string, number>> => {
       const seen = new Map<number | string, number>();
@@ -438,7 +430,7 @@ privileged.serial('follow crash points: skl SIGKILLed at each step of a TCP+UDP 
   const {ns, sk, cg} = await setup(t);
   const keep = await serve(t, ns, undefined, 7100);
   await sk.ok(['attach', '--pid', String(keep.pid), '--name', 'keep', '--ports', '8100']);
-  followUdpOnLo(t, ns, sk);
+  t.false(existsSync(`${sk.pinDir}/follow_udp_prog`), 'a dispatcher of TCP services has no UDP follow program');
   const dual = await serveDual(t, ns, cg, 7001);
   // a second member of the UDP socket's reuseport group would be a spare: here the seed stores the
   // process's sockets themselves (taken) and tags the UDP one
@@ -461,6 +453,7 @@ privileged.serial('follow crash points: skl SIGKILLed at each step of a TCP+UDP 
   const r = await sk.ok(['attach', '--cgroup', cg.path, '--proto', 'tcp,udp', '--ports', '8001', '--name', 'app', '--json']);
   t.like(r.json, {pid: dual, protocols: ['tcp', 'udp']});
   t.deepEqual(cgroupLinkTypes(cg), [BPF_CGROUP_INET_SOCK_CREATE, BPF_CGROUP_SOCK_OPS]);
+  expectFollowUdpOnLo(t, ns, sk);
   t.is(await who(ns, 8001), dual);
   t.is(await who(ns, 8001, HOST, 'udp'), dual);
   t.like(await sk.attachment('app'), {alive: true, protocols: ['tcp', 'udp'], follow: {currentPid: dual, listeners: ['127.0.0.1:7001']}});
@@ -470,7 +463,7 @@ privileged.serial('follow TCP+UDP served by two processes of the cgroup: attache
   t.timeout(180_000);
   const {ns, sk, cg} = await setup(t);
   await sk.ok(['attach', '--cgroup', cg.path, '--listener', `${HOST}:7001`, '--proto', 'tcp,udp', '--ports', '8001', '--name', 'app']);
-  followUdpOnLo(t, ns, sk);
+  expectFollowUdpOnLo(t, ns, sk);
   t.deepEqual(cgroupLinkTypes(cg), [BPF_CGROUP_INET_SOCK_CREATE, BPF_CGROUP_SOCK_OPS]);
   for (let i = 0; i < 3; i++) {
     const tcp = await serve(t, ns, cg, 7001, HOST, 'tcp');
@@ -490,7 +483,7 @@ privileged.serial('follow TCP+UDP served by two processes of the cgroup: attache
   t.regex(refused.stderr, /has no (unconnected UDP|listening TCP) socket/);
   const r = await sk.ok(['attach', '--cgroup', cg.path, '--listener', `${HOST}:7001`, '--proto', 'tcp,udp', '--ports', '8001', '--name', 'app', '--json']);
   t.like(r.json, {pid: 0, protocols: ['tcp', 'udp'], follow: {listeners: ['127.0.0.1:7001']}});
-  followUdpOnLo(t, ns, sk);
+  expectFollowUdpOnLo(t, ns, sk);
   t.is(await who(ns, 8001), tcp.pid);
   t.is(await who(ns, 8001, HOST, 'udp'), udp.pid);
   t.like(await sk.attachment('app'), {alive: true, retaken: 0, protocols: ['tcp', 'udp']});

@@ -14,7 +14,7 @@ import {
   assertStateUnchanged,
   describeRun,
   pinEntriesOf,
-  pinFilesOf,
+  pinKindsOf,
   PIN_FILES,
   runSkl,
   slotsOf,
@@ -65,7 +65,7 @@ function ok(t: ExecutionContext, r: Pick<RunResult, 'code' | 'signal' | 'stdout'
 function assertConsistent(t: ExecutionContext, ino: number, expectDispatcher: boolean): void {
   t.deepEqual(pinEntriesOf(ino), expectDispatcher ? [String(ino)] : [], 'no scratch directory, no stray pins');
   if (expectDispatcher) {
-    t.deepEqual(pinFilesOf(ino), PIN_FILES, 'the dispatcher has all its pins');
+    t.deepEqual(pinKindsOf(ino).fixed, PIN_FILES, 'the dispatcher has all its pins');
     const pending = slotsOf(ino).filter(s => s.state !== SLOT_READY);
     t.deepEqual(pending, [], 'no slot left pending');
   }

@@ -14,7 +14,7 @@ import {createNetns, type Netns} from './helpers/netns.js';
 import {eventually, useSkl, type SklContext, type StatusJson} from './helpers/dispatcher.js';
 import {connectOnce} from './helpers/clients.js';
 import {netnsLinks} from './helpers/links.js';
-import {describeRun, pinEntriesOf, pinFilesOf, PIN_FILES, runSkl, slotsOf, startQuietServer, stderrLines, type QuietServer} from './helpers/reliability.js';
+import {describeRun, pinEntriesOf, pinKindsOf, PIN_FILES, runSkl, slotsOf, startQuietServer, stderrLines, type QuietServer} from './helpers/reliability.js';
 import {SVC_READY} from '../src/dispatcher/layout.js';
 
 const V4 = '127.0.0.1';
@@ -47,7 +47,7 @@ async function answers(ns: Netns, ports: number[], host = V4): Promise<(number |
 /** After the repair: only the namespace's own, complete pin directory; no slot that is not ready. */
 function assertConsistent(t: ExecutionContext, ino: number): void {
   t.deepEqual(pinEntriesOf(ino), [String(ino)], 'no scratch directory or change journal left');
-  t.deepEqual(pinFilesOf(ino), PIN_FILES, 'the dispatcher has all its pins');
+  t.deepEqual(pinKindsOf(ino).fixed, PIN_FILES, 'the dispatcher has all its pins');
   t.deepEqual(slotsOf(ino).filter(s => s.state !== SVC_READY), [], 'no slot left pending');
 }
 

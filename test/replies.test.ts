@@ -324,6 +324,7 @@ needing(TOOLS).privilegedSerial('--udp-replies off: the datagram still reaches t
   const dns = await startDnsmasq(t, ns, ['--port=5353', '--listen-address=127.0.0.1'], ['127.0.0.1:5353']);
   await sk.ok(['attach', '--pid', String(dns.pid), '--proto', 'udp', '--ports', '5454', '--name', 'dns', '--udp-replies', 'off']);
   t.deepEqual(skls(tcProgramsOf(ns.path)), [], 'no reply program: nothing needs it');
+  t.deepEqual(programPins(sk.pinDir), [], 'nor loaded: the dispatcher was created with sk_dispatch alone');
   const d = await dig(ns, '127.0.0.1', 5454);
   t.not(d.answer, DNS_ANSWER, `dig (its socket is connected to the port it asks) never sees the reply: ${d.output}`);
   // an unconnected socket takes any reply: it came from the own port
@@ -340,9 +341,14 @@ needing(TOOLS).privilegedSerial('--udp-replies off: the datagram still reaches t
   await sk.ok(['attach', '--pid', String(dns.pid), '--proto', 'udp', '--name', 'dns', '--udp-replies', 'rewrite']);
   t.is((await dig(ns, '127.0.0.1', 5454)).answer, DNS_ANSWER, 'rewrite: answered');
   expectReplyOn(t, ns, TCX, ['lo'], 'now needed');
+  t.deepEqual(programPins(sk.pinDir), ['reply_prog'], 'loaded and pinned when first needed');
+  t.is(statSync(`${sk.pinDir}/reply_prog`).mode & 0o777, 0o600, 'root-only, as every pin');
   const bad = await sk.run(['attach', '--pid', String(dns.pid), '--proto', 'udp', '--name', 'dns', '--udp-replies', 'maybe']);
   t.is(bad.code, 2);
 });
+
+/** The pins of the dispatcher's programs besides sk_dispatch (each pinned when a service first needs it). */
+const programPins = (dir: string): string[] => readdirSync(dir).filter((f) => f.endsWith('_prog')).sort();
 
 /** `skl attach … --foreground --json` inside the namespace, in a mode; resolves once attached. */
 async function foreground(t: ExecutionContext, ns: Netns, mode: Mode, args: readonly string[]): Promise<{pid: number; exited: Promise<unknown>}> {

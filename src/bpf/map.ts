@@ -32,6 +32,8 @@ export class BpfMap {
     readonly maxEntries: number,
     /** false for maps owned by a BpfObject (closed with it). */
     private readonly ownsFd: boolean,
+    /** the kernel's id of the map, when known (0: not asked, a map of a BpfObject) */
+    readonly id = 0,
   ) {
     this.perCpu = PERCPU_TYPES.has(type);
     this.perCpuStride = Math.ceil(valueSize / 8) * 8;
@@ -71,7 +73,7 @@ export class BpfMap {
       close(fd);
       throw errorFor('inspect', (error as {errno?: number}).errno ?? 22, what);
     }
-    return new BpfMap(fd, info.name, info.type, info.keySize, info.valueSize, info.maxEntries, true);
+    return new BpfMap(fd, info.name, info.type, info.keySize, info.valueSize, info.maxEntries, true, info.id);
   }
 
   /** Size of the buffer lookup() returns (all CPUs for per-CPU maps). */

@@ -1,6 +1,6 @@
 /** A BPF ELF object opened from bytes through libbpf, then loaded: typed Program and Map handles. */
 import {libbpf} from '../ffi/index.js';
-import {allocCopy, allocZero, errno, viewOf} from '../ffi/libc.js';
+import {allocCopy, allocString, errno, viewOf} from '../ffi/libc.js';
 import {BpfError, errorFor, PermissionError, VerifierError} from './errors.js';
 import {errnoName} from './errno.js';
 import {BpfMap} from './map.js';
@@ -11,9 +11,7 @@ const LOG_SIZE = 1 << 20;
 /** Collect libbpf's own messages while `fn` runs (they carry context for errors). */
 function withLibbpfLog<T>(fn: (log: string[]) => T): T {
   const log: string[] = [];
-  libbpf.setLibbpfPrint((level, msg) => {
-    if (level <= 1) log.push(msg.trimEnd());
-  });
+  libbpf.setLibbpfPrint((_level, msg) => log.push(msg.trimEnd()), 1);
   try {
     return fn(log);
   } finally {
@@ -128,7 +126,7 @@ export class BpfObject implements Disposable {
     const logs: {prog: bigint; buf: {ptr: bigint; view: Uint8Array; free: () => void}}[] = [];
     try {
       for (let p = libbpf.bpf_object__next_program(this.handle, null); p !== null; p = libbpf.bpf_object__next_program(this.handle, p)) {
-        const buf = allocZero(LOG_SIZE);
+        const buf = allocString(LOG_SIZE);
         logs.push({prog: p, buf});
         libbpf.bpf_program__set_log_buf(p, buf.ptr, LOG_SIZE);
       }

@@ -1,6 +1,6 @@
 /** A loaded BPF program of a BpfObject. */
 import {libbpf} from '../ffi/index.js';
-import {allocCopy, allocZero, close, errno} from '../ffi/libc.js';
+import {allocCopy, allocString, allocZero, close, errno} from '../ffi/libc.js';
 import {errorFor, VerifierError} from './errors.js';
 import {Link} from './link.js';
 
@@ -169,7 +169,7 @@ export class RawProgram implements Disposable {
 
   /** insns: 8 bytes each (struct bpf_insn). The verifier's log comes with a rejection (VerifierError). */
   static load(type: number, name: string, insns: Uint8Array, opts: {expectedAttachType?: number; license?: string} = {}): RawProgram {
-    const log = allocZero(RAW_LOG_SIZE);
+    const log = allocString(RAW_LOG_SIZE);
     try {
       const o = Buffer.alloc(PROG_LOAD_OPTS_SIZE);
       o.writeBigUInt64LE(BigInt(PROG_LOAD_OPTS_SIZE), 0);

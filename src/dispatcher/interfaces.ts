@@ -217,11 +217,14 @@ export function syncInterfaces(ns: Netns, dir: string, needs: TcNeeds | undefine
 
 function syncHere(netnsIno: number, dir: string, needs: TcNeeds): InterfacesSync {
   const result: InterfacesSync = {notices: [], attached: 0, removed: 0};
+  const pinned = existsSync(dir) ? readdirSync(dir) : [];
+  const records = readRecords(dir, netnsIno);
+  // no service needs a tc program and the dispatcher holds none: nothing to look at (the interfaces
+  // are not even listed: most commands of most namespaces end here)
+  if (!needs.egress && !needs.ingress && records.length === 0 && !pinned.some((e) => TC_LINK_RE.test(e))) return result;
   const ifaces = interfacesHere();
   const byIndex = new Map(ifaces.map((i) => [i.ifindex, i]));
   const eligible = (ifindex: number): boolean => byIndex.get(ifindex)?.ethernet === true;
-  const pinned = existsSync(dir) ? readdirSync(dir) : [];
-  const records = readRecords(dir, netnsIno);
   const forgotten: ClsactFilterRecord[] = [];
   for (const direction of TC_DIRECTIONS) {
     const spec = TC_PROGRAMS[direction];

@@ -60,16 +60,13 @@ const SOCKETS_AT = SERVICE_SIZE - DESTS_PER_SERVICE * SOCKET_META_SIZE;
  */
 export function replyPorts(d: DispatcherState): Set<number> {
   const out = new Set<number>();
-  d.maps.services.lookupAll((_keys, values, count) => {
-    for (let i = 0; i < count; i++) {
-      const at = i * SERVICE_SIZE;
-      if (values.readUInt32LE(at) !== SVC_READY || !(values.readUInt32LE(at + FLAGS_AT) & SVC_F_UDP_REPLIES)) continue;
-      for (let dest = protoIndex('udp') * 2; dest < DESTS_PER_SERVICE; dest++) {
-        const o = at + SOCKETS_AT + dest * SOCKET_META_SIZE;
-        if (values.readUInt8(o + 15) & 1) out.add(values.readUInt16LE(o + 12));
-      }
+  for (const {bytes} of d.serviceRecords()) {
+    if (bytes.readUInt32LE(0) !== SVC_READY || !(bytes.readUInt32LE(FLAGS_AT) & SVC_F_UDP_REPLIES)) continue;
+    for (let dest = protoIndex('udp') * 2; dest < DESTS_PER_SERVICE; dest++) {
+      const o = SOCKETS_AT + dest * SOCKET_META_SIZE;
+      if (bytes.readUInt8(o + 15) & 1) out.add(bytes.readUInt16LE(o + 12));
     }
-  }, d.maps.services.maxEntries);
+  }
   return out;
 }
 

@@ -15,7 +15,7 @@ import {ensureBpffs, mkdirBpffs} from '../sys/bpffs.js';
 import {SklError} from '../sys/errors.js';
 import {lock} from '../sys/lock.js';
 import type {Netns} from '../sys/netns.js';
-import {DispatcherState, KERNEL_MAP_NAMES, loadDispatcher, MAP_NAMES, PROGRAM_NAME, type MapName, type OptionalProgram} from './state.js';
+import {DispatcherState, KERNEL_MAP_NAMES, loadDispatcher, MAP_NAMES, PROGRAM_NAME, withServiceSnapshots, type MapName, type OptionalProgram} from './state.js';
 import {decodeInfo, LAYOUT, SVC_F_REMOVING, SVC_PENDING} from './layout.js';
 import {pruneFollow} from './follow.js';
 import {isLegacyDir, isOlderLayoutDir, LEGACY_MAP_NAMES, LegacyState, openOlderPinned, type OlderState} from './legacy.js';
@@ -143,12 +143,14 @@ export class Store {
     this.repair();
   }
 
-  /** Run `fn` holding skl's lock; repairs half-made state first. */
+  /** Run `fn` holding skl's lock; repairs half-made state first. Services' records read meanwhile are kept between writes (withServiceSnapshots). */
   async locked<T>(fn: () => Promise<T> | T): Promise<T> {
     const fd = lock(this.lockFile);
     try {
-      this.repair();
-      return await fn();
+      return await withServiceSnapshots(async () => {
+        this.repair();
+        return await fn();
+      });
     } finally {
       closeFd(fd);
     }
@@ -229,11 +231,12 @@ export class Store {
     // bpffs refuses names containing '.'
     const scratch = `${this.dir}-new-${process.pid}`;
     mkdirBpffs(this.bpffs, 'skl', `${this.netns.ino}-new-${process.pid}`);
-    const {obj, loaded} = loadDispatcher();
+    // the maps and sk_dispatch: the other programs are loaded and pinned when a service first needs
+    // them (ensureProgram), so that a dispatcher of TCP services never pays the verifier for them
+    const {obj, loaded} = loadDispatcher({mapsOnly: true});
     let link: Link | undefined;
     try {
       new DispatcherState('pinned', mapsOf(obj), 0).writeInfo(LAYOUT, SKL_VERSION);
-      // the other programs, for attaching to cgroups and interfaces later (absent on kernels that cannot load them)
       pinPrograms(obj, loaded, scratch);
       crashPoint('create:maps-pinned');
       link = obj.program(PROGRAM_NAME).attachNetns(this.netns.fd, `netns ${this.netns.path}`);

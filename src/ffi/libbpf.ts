@@ -46,9 +46,11 @@ function libbpfLib(): Lib {
     throw loadError;
   }
   // libbpf's messages are captured, never written to stderr (see setLibbpfPrint)
-  const printFn = koffi.proto('int skl_libbpf_print_fn(int level, const char *fmt, void *args)');
-  const printCb = koffi.register((level: number, fmt: string, args: bigint) => {
-    if (printSink) printSink(level, vsnprintf(fmt, args));
+  // The format stays a pointer: libbpf prints dozens of debug lines per object, and only the levels
+  // a sink asked for are made into strings (formatting them all cost attach ≈9 ms).
+  const printFn = koffi.proto('int skl_libbpf_print_fn(int level, void *fmt, void *args)');
+  const printCb = koffi.register((level: number, fmt: bigint, args: bigint) => {
+    if (printSink && level <= printLevel) printSink(level, vsnprintf(fmt, args));
     return 0;
   }, koffi.pointer(printFn));
   (l.func('void *libbpf_set_print(skl_libbpf_print_fn *fn)') as (cb: unknown) => unknown)(printCb);
@@ -65,14 +67,16 @@ const fn = <A extends unknown[], R>(decl: string): F<A, R> => {
 
 // --- print callback (registered with libbpf when it is loaded) ---
 let printSink: ((level: number, msg: string) => void) | undefined;
+let printLevel = 0;
 
 export const libbpf_major_version = fn<[], number>('uint32_t libbpf_major_version(void)');
 export const libbpf_minor_version = fn<[], number>('uint32_t libbpf_minor_version(void)');
 export const libbpf_strerror = fn<[number, Buffer, number], number>('int libbpf_strerror(int err, _Out_ char *buf, size_t size)');
 
-/** Route libbpf's log lines to `sink` (levels: 0 warn, 1 info, 2 debug). */
-export function setLibbpfPrint(sink: ((level: number, msg: string) => void) | undefined): void {
+/** Route libbpf's log lines up to `maxLevel` to `sink` (levels: 0 warn, 1 info, 2 debug); the others are dropped unformatted. */
+export function setLibbpfPrint(sink: ((level: number, msg: string) => void) | undefined, maxLevel = 2): void {
   printSink = sink;
+  printLevel = maxLevel;
 }
 
 // --- bpf_object ---

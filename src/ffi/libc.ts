@@ -72,9 +72,9 @@ export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const MAP_FAILED = 0xffffffffffffffffn;
 
-const vsnprintf_ = fn<[Buffer, number, string, bigint], number>('int vsnprintf(_Out_ char *buf, size_t size, const char *fmt, void *ap)');
-/** Format a C format string with a va_list (a pointer on x86_64/aarch64 SysV). */
-export function vsnprintf(fmt: string, ap: bigint): string {
+const vsnprintf_ = fn<[Buffer, number, bigint, bigint], number>('int vsnprintf(_Out_ char *buf, size_t size, void *fmt, void *ap)');
+/** Format a C format string (native memory) with a va_list (a pointer on x86_64/aarch64 SysV). */
+export function vsnprintf(fmt: bigint, ap: bigint): string {
   const buf = Buffer.alloc(2048);
   const n = vsnprintf_(buf, buf.length, fmt, ap);
   return buf.subarray(0, Math.max(0, Math.min(n, buf.length - 1))).toString();
@@ -94,9 +94,19 @@ export function allocCopy(data: Uint8Array): {ptr: bigint; free: () => void} {
   };
 }
 export function allocZero(size: number): {ptr: bigint; view: Uint8Array; free: () => void} {
+  const m = allocString(size);
+  m.view.fill(0);
+  return m;
+}
+/**
+ * Native memory for a C string the callee writes (a verifier log): only its first byte is zeroed,
+ * so an empty string until written. Large buffers cost nothing until written into (malloc maps
+ * fresh pages): zeroing a 1 MiB log per program was a good part of loading a BPF object.
+ */
+export function allocString(size: number): {ptr: bigint; view: Uint8Array; free: () => void} {
   const ptr = koffi.alloc('uint8_t', size) as bigint;
   const view = new Uint8Array(koffi.view(ptr, size));
-  view.fill(0);
+  view[0] = 0;
   return {ptr, view, free: () => koffi.free(ptr)};
 }
 /** A view of native memory (e.g. a map's initial value). */

@@ -21,19 +21,15 @@ import type {LoadMark, LoadResult} from './load-client.js';
 export type {LoadMark, LoadResult} from './load-client.js';
 export const LOAD_CLIENT_SCRIPT = fileURLToPath(new URL('./load-client.js', import.meta.url));
 
-/** The files a namespace's pinned dispatcher consists of. */
+/** The files a namespace's pinned dispatcher always consists of: its maps and its link. */
 export const PIN_FILES = [
   'add_ports',
   'binding_tables',
   'counters',
   'follow',
   'follow_cgroups',
-  'follow_prog',
-  'follow_sock_prog',
-  'follow_udp_prog',
   'link',
   'reply_counters',
-  'reply_prog',
   'services',
   'skl_info',
   'sock_cgroup',
@@ -42,8 +38,15 @@ export const PIN_FILES = [
   'target_socket',
   'udp_flows',
 ];
-/** Pins that are programs (their presence is in `files`). */
-const PROGRAM_PINS = new Set(['follow_prog', 'follow_sock_prog', 'follow_udp_prog', 'reply_prog']);
+/** Pins of the programs besides sk_dispatch: each pinned when a service first needs it (UDP replies, following). */
+export const PROGRAM_PIN_FILES = ['follow_prog', 'follow_sock_prog', 'follow_udp_prog', 'reply_prog'];
+const PROGRAM_PINS = new Set(PROGRAM_PIN_FILES);
+
+/** The namespace's pins split: the dispatcher's own (maps, link), its programs', and anything else. */
+export function pinKindsOf(ino: number): {fixed: string[]; programs: string[]} {
+  const files = pinFilesOf(ino);
+  return {fixed: files.filter(f => !PROGRAM_PINS.has(f)), programs: files.filter(f => PROGRAM_PINS.has(f))};
+}
 
 /** Drop to nobody (uid/gid 65534, no supplementary groups) for the command that follows. */
 export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
