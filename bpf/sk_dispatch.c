@@ -284,7 +284,7 @@ static const struct addr prefix_masks[128] = {
 /* Zero the bits of an address past `len` (1..128). The table index is (len - 1) & 127, a bound
  * every verifier tracks: Linux 6.1's loses a clamp `if (len > 128) len = 128` when clang applies it
  * to a copy of the register it compares (and rejects the program). */
-static __always_inline void mask_addr(struct skl_binding_key *key, const struct addr *a, __u32 len)
+static __always_inline void mask_addr(struct skl_binding_key *key, struct skl_binding_key *key_all, const struct addr *a, __u32 len)
 {
 	const struct addr *m;
 	__u32 w[4];
@@ -295,6 +295,7 @@ static __always_inline void mask_addr(struct skl_binding_key *key, const struct 
 	w[2] = a->w[2] & m->w[2];
 	w[3] = a->w[3] & m->w[3];
 	__builtin_memcpy(key->addr, w, 16);
+	__builtin_memcpy(key_all->addr, w, 16);
 }
 
 /*
@@ -302,31 +303,34 @@ static __always_inline void mask_addr(struct skl_binding_key *key, const struct 
  * dispatcher's precedence, shared by every program that needs to know where a packet goes. `pv`
  * is the port's entry, `av` the "all ports" one (port 0).
  */
-static __always_inline __u32 resolve(__u8 proto, __u8 family, const struct addr *a, __u16 port, struct skl_port *pv,
+static __always_inline __u32 resolve(__u8 proto, __u32 v6, const struct addr *a, __u16 port, struct skl_port *pv,
 				     struct skl_port *av)
 {
-	struct skl_binding_key key = {};
+	/* one key for the port's own bindings, one for "all ports" (port 0): the lookups differ in
+	 * nothing the loop writes, so every way through an iteration ends in the same state (one key
+	 * whose port changed with the way taken made the verifier keep each of them apart) */
+	struct skl_binding_key key = {}, key_all = {};
 	struct skl_binding *b;
 	const __u8 *lens;
 	__u32 shift, zero = 0, svc, i, own, all;
 	void *table;
 
-	if (family == 4) {
-		shift = 0;
-		lens = pv->lens4;
-		own = pv->own4;
-		all = pv->all4;
-	} else {
-		shift = SKL_PORT_V6_SHIFT;
-		lens = pv->lens6;
-		own = pv->own6;
-		all = pv->all6;
-	}
+	/* the family's fields by arithmetic, not a branch: the verifier walks the loop below once for
+	 * both families (a branch made it walk it twice: half the time of loading the program). v6 is
+	 * 0 or 1; the IPv6 fields follow the IPv4 ones at fixed distances (struct skl_port). */
+	v6 &= 1;
+	lens = pv->lens4 + v6 * SKL_MAX_LENS;
+	own = (&pv->own4)[v6 * 2];
+	all = (&pv->all4)[v6 * 2];
+	shift = v6 * SKL_PORT_V6_SHIFT;
 	if (lens[0]) {
 		table = bpf_map_lookup_elem(&binding_tables, &zero);
 		if (table) {
 			key.proto = proto;
-			key.family = family;
+			key.family = 4 + 2 * v6;
+			key.port = port;
+			key_all.proto = proto;
+			key_all.family = key.family;
 			/* longest first; on a tie the port's own binding before "all ports" */
 			for (i = 0; i < SKL_MAX_LENS; i++) {
 				__u32 len = lens[i];
@@ -339,16 +343,15 @@ static __always_inline __u32 resolve(__u8 proto, __u8 family, const struct addr 
 				 * learns would make every way through the loop a state of its own */
 				asm volatile("" : "+r"(o), "+r"(l));
 				key.prefixlen = 32 + len;
-				mask_addr(&key, a, len);
+				key_all.prefixlen = 32 + len;
+				mask_addr(&key, &key_all, a, len);
 				if (o & 1) {
-					key.port = port;
 					b = bpf_map_lookup_elem(table, &key);
 					if (b)
 						return b->service + 1;
 				}
 				if (l & 1) {
-					key.port = 0;
-					b = bpf_map_lookup_elem(table, &key);
+					b = bpf_map_lookup_elem(table, &key_all);
 					if (b)
 						return b->service + 1;
 				}
@@ -391,23 +394,21 @@ static __always_inline void flow_key(struct skl_flow_key *k, __u8 family, const 
 	__builtin_memcpy(k->local, local, 16);
 }
 
-/* The lookup's local address (volatile: each field read at its own constant offset; the verifier
- * refuses a context pointer the compiler would otherwise pick between the two families). */
+/* The lookup's addresses (an IPv4 address in w[0], the rest zero), without a branch on the family:
+ * the context reads the other family's fields as zero (an IPv4 lookup has no IPv6 addresses, an
+ * IPv6 one no IPv4 ones), so both are read and or-ed. One way through for both families: a branch
+ * here made the verifier walk everything after it twice. (volatile: each field read at its own
+ * constant offset, as the verifier requires of context reads.) */
 static __always_inline void lookup_addrs(struct bpf_sk_lookup *ctx, struct addr *local, struct addr *remote)
 {
-	if (ctx->family == AF_INET) {
-		local->w[0] = *(volatile __u32 *)&ctx->local_ip4;
-		remote->w[0] = *(volatile __u32 *)&ctx->remote_ip4;
-	} else {
-		local->w[0] = *(volatile __u32 *)&ctx->local_ip6[0];
-		local->w[1] = *(volatile __u32 *)&ctx->local_ip6[1];
-		local->w[2] = *(volatile __u32 *)&ctx->local_ip6[2];
-		local->w[3] = *(volatile __u32 *)&ctx->local_ip6[3];
-		remote->w[0] = *(volatile __u32 *)&ctx->remote_ip6[0];
-		remote->w[1] = *(volatile __u32 *)&ctx->remote_ip6[1];
-		remote->w[2] = *(volatile __u32 *)&ctx->remote_ip6[2];
-		remote->w[3] = *(volatile __u32 *)&ctx->remote_ip6[3];
-	}
+	local->w[0] = *(volatile __u32 *)&ctx->local_ip4 | *(volatile __u32 *)&ctx->local_ip6[0];
+	local->w[1] = *(volatile __u32 *)&ctx->local_ip6[1];
+	local->w[2] = *(volatile __u32 *)&ctx->local_ip6[2];
+	local->w[3] = *(volatile __u32 *)&ctx->local_ip6[3];
+	remote->w[0] = *(volatile __u32 *)&ctx->remote_ip4 | *(volatile __u32 *)&ctx->remote_ip6[0];
+	remote->w[1] = *(volatile __u32 *)&ctx->remote_ip6[1];
+	remote->w[2] = *(volatile __u32 *)&ctx->remote_ip6[2];
+	remote->w[3] = *(volatile __u32 *)&ctx->remote_ip6[3];
 }
 
 /* resolve() for a lookup. A global function: the verifier checks it once, on its own, instead of
@@ -417,7 +418,9 @@ __noinline int lookup_service(struct bpf_sk_lookup *ctx)
 	struct addr local = {}, remote = {};
 	struct skl_port *pv, *av;
 	__u32 idx, all;
-	__u8 proto = ctx->protocol == IPPROTO_UDP ? SKL_PROTO_UDP : SKL_PROTO_TCP;
+	/* TCP (6) or UDP (17), the only protocols sk_dispatch calls this for: bit 4 tells them apart
+	 * without a branch (SKL_PROTO_TCP 0, SKL_PROTO_UDP 1), so the verifier walks what follows once */
+	__u8 proto = (ctx->protocol >> 4) & 1;
 
 	idx = ((__u32)proto << 16) | (ctx->local_port & 0xffff);
 	all = (__u32)proto << 16;
@@ -426,7 +429,8 @@ __noinline int lookup_service(struct bpf_sk_lookup *ctx)
 	if (!pv || !av)
 		return 0;
 	lookup_addrs(ctx, &local, &remote);
-	return resolve(proto, ctx->family == AF_INET ? 4 : 6, &local, ctx->local_port, pv, av);
+	/* AF_INET 2, AF_INET6 10: bit 3 tells them apart without a branch */
+	return resolve(proto, (ctx->family >> 3) & 1, &local, ctx->local_port, pv, av);
 }
 
 SEC("sk_lookup")
@@ -715,7 +719,7 @@ __noinline int packet_service(struct __sk_buff *skb)
 	av = bpf_map_lookup_elem(&add_ports, &all);
 	if (!pv || !av)
 		return 0;
-	return resolve(SKL_PROTO_UDP, p.family, &p.dst, bpf_ntohs(p.dport), pv, av);
+	return resolve(SKL_PROTO_UDP, p.family == 6, &p.dst, bpf_ntohs(p.dport), pv, av);
 }
 
 /* tc ingress: a datagram for a followed UDP service whose socket is gone (it restarted). No cgroup

@@ -28,6 +28,7 @@ import {resolveTarget} from './targets.js';
 import {removeApplyRecord, writeApplyRecord} from './apply-journal.js';
 import {coverInterfaces} from './interfaces.js';
 import {setUdpReplies, udpRepliesOf, type UdpRepliesMode} from './replies.js';
+import {compareNames} from './input.js';
 
 export interface ApplyOptions extends StoreOptions {
   /** the namespace of entries that name none (default: the caller's) */
@@ -454,7 +455,7 @@ export async function exportState(opts: ExportOptions = {}): Promise<string> {
       const all = openAll(store);
       try {
         const services: Record<string, unknown>[] = [];
-        for (const ref of [...servicesByName(all).values()].filter((r) => r.state.kind === 'pinned').sort((a, b) => a.record.name.localeCompare(b.record.name))) {
+        for (const ref of [...servicesByName(all).values()].filter((r) => r.state.kind === 'pinned').sort((a, b) => compareNames(a.record.name, b.record.name))) {
           services.push(exportService(ref));
         }
         return `# skl desired state, exported from network namespace ${ns.path} (inode ${ns.ino})\n${stringify({...(opts.netns ? {netns: opts.netns} : {}), services})}`;

@@ -9,7 +9,7 @@
 import {BpfError} from '../bpf/errors.js';
 import {SklError} from '../sys/errors.js';
 import type {Family, Proto, SocketEntry} from '../sys/sockets.js';
-import {compressPorts} from './input.js';
+import {compareNames, compressPorts} from './input.js';
 import {
   addrBytes,
   anyPrefix,
@@ -77,7 +77,7 @@ export function groupBindings(list: readonly BindingSpec[]): {proto: Proto; pref
   }
   const out = [...groups.values()];
   for (const g of out) g.ports.sort((a, b) => a - b);
-  return out.sort((a, b) => a.proto.localeCompare(b.proto) || a.prefix.family - b.prefix.family || prefixText(a.prefix).localeCompare(prefixText(b.prefix)));
+  return out.sort((a, b) => compareNames(a.proto, b.proto) || a.prefix.family - b.prefix.family || compareNames(prefixText(a.prefix), prefixText(b.prefix)));
 }
 
 /** "8001-8003,9000" or "all" (or "all,8001": an all-ports binding and explicit ones). */

@@ -92,6 +92,17 @@ export function validateName(name: string): string {
   return name;
 }
 
+/**
+ * Order of names (and other plain ASCII words): case-insensitive, then by code unit. Never
+ * localeCompare: its first call loads ICU's collation data, ≈9 ms of a command's start.
+ */
+export function compareNames(a: string, b: string): number {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  if (x !== y) return x < y ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /** Default attachment name from the target: "<comm>-<pid>", sanitised. */
 export function defaultName(comm: string, pid: number): string {
   const clean = comm.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 40) || 'proc';

@@ -241,13 +241,26 @@ export class DispatcherState {
   }
 
   writeService(id: number, meta: ServiceMeta): void {
-    snapshotEpoch++;
-    this.maps.services.update(u32Key(id), encodeService(meta));
+    const bytes = encodeService(meta);
+    this.maps.services.update(u32Key(id), bytes);
+    this.keepWritten(id, bytes);
   }
 
   clearService(id: number): void {
-    snapshotEpoch++;
     this.maps.services.update(u32Key(id), Buffer.alloc(SERVICE_SIZE));
+    this.keepWritten(id, undefined);
+  }
+
+  /** A record written: the kept records of the map follow it (a map known only to this instance: every kept read is forgotten). */
+  private keepWritten(id: number, bytes: Buffer | undefined): void {
+    const kept = this.maps.services.id ? keptRecords.get(this.maps.services.id) : undefined;
+    if (!kept || kept.epoch !== snapshotEpoch) {
+      snapshotEpoch++;
+      return;
+    }
+    const records = kept.records.filter((r) => r.id !== id);
+    if (bytes && bytes.readUInt32LE(0) !== SVC_FREE) records.push({id, bytes: Buffer.from(bytes)});
+    kept.records = records.sort((a, b) => a.id - b.id);
   }
 
   counters(id: number): Counters {

@@ -3,7 +3,7 @@ import {SklError} from '../sys/errors.js';
 import {processAlive, processInfo} from '../sys/proc.js';
 import type {Proto} from '../sys/sockets.js';
 import {groupBindings, portsText, readBindings, type Binding, type BindingSpec} from './bindings.js';
-import {validateName} from './input.js';
+import {compareNames, validateName} from './input.js';
 import {destKey, DESTS_PER_SERVICE, FOLLOW_D_V4, FOLLOW_D_V6, LAYOUT, listenerText, prefixText, SVC_F_FOLLOW, SVC_READY, type FollowKey, type ServiceMeta} from './layout.js';
 import {cgroupByPath, cgroupPathByIno, listeningPidIn, listenerText as followListenerText} from './follow.js';
 import type {OlderState} from './legacy.js';
@@ -118,7 +118,7 @@ function statusLocked(ns: Netns, store: Store, name: string | undefined): Status
     for (const d of all) for (const x of servicesOf(d, ns, name)) attachments.push(x);
     for (const l of legacy) for (const x of legacyServicesOf(l, ns, name)) attachments.push(x);
     if (name !== undefined && attachments.length === 0) throw new SklError(`no service named ${name} in ${where(ns)}`);
-    attachments.sort((a, b) => a.name.localeCompare(b.name));
+    attachments.sort((a, b) => compareNames(a.name, b.name));
     let uncovered: UncoveredInterface[] = [];
     try {
       uncovered = interfaceCoverage(ns, all);
@@ -173,7 +173,7 @@ function serviceStatus(v: ServiceView, ns: Netns): ServiceStatus {
   s.sockets.forEach((m, i) => {
     if (m) sockets.push({protocol: destKey(i).proto, family: destKey(i).family, listener: listenerText(m), pid: v.follow ? v.follow.currentPid : m.pid, alive: v.alive(i)});
   });
-  sockets.sort((a, b) => a.protocol.localeCompare(b.protocol) * 2 + (a.family - b.family) / 2);
+  sockets.sort((a, b) => compareNames(a.protocol, b.protocol) * 2 + (a.family - b.family) / 2);
   const ports = [...new Set(v.bindings.map((b) => b.port))].sort((a, b) => a - b);
   const pid = v.follow?.currentPid || s.pid;
   return {
