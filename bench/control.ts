@@ -11,7 +11,7 @@
  * - `skl ports add NAME 1-65535` minus the server's own port (with --force), `skl status` with
  *   those 65,534 ports, and `skl ports remove` back.
  *
- *   nsenter --net=/run/netns/NS node dist/bench/control.js [--rounds N] [--ports-rounds N]
+ *   nsenter --net=/run/netns/NS node dist/bench/control.js [--rounds N] [--ports-rounds N] [--extra-ca-certs FILE]
  */
 import {spawn, spawnSync} from 'node:child_process';
 import {get} from 'node:http';
@@ -92,7 +92,7 @@ function benchPopulate(rounds: number): ControlResult['populate'] {
   }
 }
 
-export async function benchControl(opts: {rounds?: number; portsRounds?: number} = {}): Promise<ControlResult> {
+export async function benchControl(opts: {rounds?: number; portsRounds?: number; extraCaCerts?: string} = {}): Promise<ControlResult> {
   const rounds = opts.rounds ?? 20;
   const portsRounds = opts.portsRounds ?? 5;
   const populate = benchPopulate(rounds);
@@ -101,7 +101,7 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
   const server = spawn(node, [dist('e2e-server.js'), '--port', '8080'], {stdio: ['pipe', 'pipe', 'pipe']});
   try {
     const pid = await startAndWait(server, (e) => (e.event === 'listening' ? (e.pid as number) : undefined), 'e2e-server');
-    const ids = ['node', 'version', 'load', 'loadCli', 'attach', 'status', 'statusFull', 'statusOclif', 'detach'];
+    const ids = ['node', 'nodeCerts', 'version', 'load', 'loadCli', 'attach', 'status', 'statusFull', 'statusOclif', 'detach'];
     const wall: Record<string, number[]> = Object.fromEntries(ids.map((id) => [id, []]));
     const cpu: Record<string, number[]> = Object.fromEntries(ids.map((id) => [id, []]));
     const record = (id: string, t: {ms: number; cpuMs: number}): void => {
@@ -122,6 +122,8 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
       // `skl attach` loads (its bundles on the light runtime, koffi) before it runs
       ['load', () => timed(node, ['--input-type=module', '-e', `await import(${JSON.stringify(api)})`])],
       ['loadCli', () => timed(node, ['-e', LOAD_CLI, bundles, 'attach.cjs'])],
+      // `node -e 0` as the bench's environment would have run it (see run.ts)
+      ...(opts.extraCaCerts ? [['nodeCerts', () => timed(node, ['-e', '0'], {NODE_EXTRA_CA_CERTS: opts.extraCaCerts})] as [string, () => {ms: number; cpuMs: number}]] : []),
     ];
     for (const [, f] of fixed) f(); // warm the page cache
     timed(node, [oclifRun, '--version']);
@@ -138,6 +140,7 @@ export async function benchControl(opts: {rounds?: number; portsRounds?: number}
     }
     const cli = [
       series('node', 'node -e 0', wall.node, cpu.node),
+      ...(opts.extraCaCerts ? [series('nodeCerts', `node -e 0 with NODE_EXTRA_CA_CERTS=${opts.extraCaCerts} (this machine's environment)`, wall.nodeCerts, cpu.nodeCerts)] : []),
       series('version', 'skl --version', wall.version, cpu.version),
       series('load', "node: import skl's dispatcher library only", wall.load, cpu.load),
       series('loadCli', "node: load `skl attach`'s code only (its bundles, koffi)", wall.loadCli, cpu.loadCli),
@@ -263,10 +266,11 @@ next();
 `;
 
 async function main(): Promise<void> {
-  const {values} = parseArgs({options: {rounds: {type: 'string'}, 'ports-rounds': {type: 'string'}}});
+  const {values} = parseArgs({options: {rounds: {type: 'string'}, 'ports-rounds': {type: 'string'}, 'extra-ca-certs': {type: 'string'}}});
   const r = await benchControl({
     rounds: values.rounds ? Number(values.rounds) : undefined,
     portsRounds: values['ports-rounds'] ? Number(values['ports-rounds']) : undefined,
+    extraCaCerts: values['extra-ca-certs'],
   });
   process.stdout.write(`${JSON.stringify(r)}\n`);
 }

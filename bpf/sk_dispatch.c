@@ -436,7 +436,7 @@ __noinline int lookup_service(struct bpf_sk_lookup *ctx)
 SEC("sk_lookup")
 int sk_dispatch(struct bpf_sk_lookup *ctx)
 {
-	__u32 idx, all, svc, dest, zero = 0;
+	__u32 idx, all, svc, dest, zero = 0, v6;
 	__u8 proto, family;
 	struct skl_port *pv, *av;
 	struct skl_service *s;
@@ -445,12 +445,15 @@ int sk_dispatch(struct bpf_sk_lookup *ctx)
 	struct addr local = {}, remote = {};
 	struct skl_flow_key fk = {};
 
-	if (ctx->protocol == IPPROTO_TCP)
-		proto = SKL_PROTO_TCP;
-	else if (ctx->protocol == IPPROTO_UDP)
-		proto = SKL_PROTO_UDP;
-	else
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return SK_PASS;
+	/* TCP (6) or UDP (17): bit 4 tells them apart (SKL_PROTO_TCP 0, SKL_PROTO_UDP 1). Read again,
+	 * and the family the same way (AF_INET 2, AF_INET6 10: bit 3), so that the verifier walks
+	 * what follows once, not once per protocol and family (the comparisons above, and a branch on
+	 * the family, would each keep two ways through it apart) */
+	proto = (*(volatile __u32 *)&ctx->protocol >> 4) & 1;
+	v6 = (*(volatile __u32 *)&ctx->family >> 3) & 1;
+	family = 4 + 2 * v6;
 
 	idx = ((__u32)proto << 16) | (ctx->local_port & 0xffff);
 	pv = bpf_map_lookup_elem(&add_ports, &idx);
@@ -463,11 +466,10 @@ int sk_dispatch(struct bpf_sk_lookup *ctx)
 	if (!(pv->services | pv->lens4[0] | pv->lens6[0] | av->services))
 		return SK_PASS;
 
-	family = ctx->family == AF_INET ? 4 : 6;
-	lookup_addrs(ctx, &local, &remote);
-
-	/* a datagram straight to a service's own port: its replies are not to be rewritten */
+	/* a datagram straight to a service's own port: its replies are not to be rewritten (the
+	 * addresses are read only where they are needed: a TCP connection never reads them here) */
 	if (pv->services & SKL_PORT_F_REPLY) {
+		lookup_addrs(ctx, &local, &remote);
 		flow_key(&fk, family, &remote, ctx->remote_port & 0xffff, &local, bpf_htons(ctx->local_port));
 		bpf_map_delete_elem(&udp_flows, &fk);
 	}
@@ -497,7 +499,7 @@ int sk_dispatch(struct bpf_sk_lookup *ctx)
 	if (!cnt)
 		return SK_PASS;
 
-	dest = svc * SKL_DESTS_PER_SERVICE + proto * 2 + (family == 6);
+	dest = svc * SKL_DESTS_PER_SERVICE + proto * 2 + v6;
 	sk = dest_socket(dest);
 	if (!sk) {
 		cnt->missed++;
@@ -515,6 +517,7 @@ int sk_dispatch(struct bpf_sk_lookup *ctx)
 		struct skl_flow f = {};
 		struct skl_reply_counters *rc;
 
+		lookup_addrs(ctx, &local, &remote);
 		flow_key(&fk, family, &remote, ctx->remote_port & 0xffff, &local, bpf_htons(sk->src_port));
 		f.last_ns = bpf_ktime_get_ns();
 		f.service = svc;

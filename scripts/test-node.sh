@@ -45,6 +45,17 @@ bash scripts/setup.sh --test
 unit_files=(dist/test/cli-light.test.js dist/test/dispatcher-input.test.js dist/test/doctor.test.js dist/test/sockets.test.js
   dist/test/harness.test.js dist/test/state-ports.test.js dist/test/loader.test.js)
 
+# Each major's outcome, for the matrix in BENCHMARKS.md (npm run bench reads it, and times skl's
+# start-up under that node): $cache/../matrix/node-<major>.json, written by the default node.
+record() { # major version node_bin status koffi summary
+  mkdir -p "$(dirname "$cache")/matrix"
+  node -e '
+    const [file, node, bin, mode, status, koffi, summary] = process.argv.slice(1);
+    require("node:fs").writeFileSync(file, JSON.stringify({node, bin, mode, status, koffi, summary, date: new Date().toISOString()}) + "\n");' \
+    "$(dirname "$cache")/matrix/node-$1.json" "$2" "$3" "$($smoke && echo smoke || echo suite)" "$4" "$5" "$6" ||
+    log "could not record the run of Node $1 for the matrix"
+}
+
 results=()
 failed=0
 for major in "${majors[@]}"; do
@@ -77,6 +88,7 @@ for major in "${majors[@]}"; do
       if (pid !== process.pid) process.exit(1);" 2>&1); then
     results+=("Node $version: FAILED (koffi does not load: $(echo "$koffi" | tail -1))")
     failed=$((failed + 1))
+    record "$major" "$version" "$node_bin" FAILED "koffi does not load: $(echo "$koffi" | tail -1)" ''
     continue
   fi
   log "$koffi"
@@ -95,6 +107,7 @@ for major in "${majors[@]}"; do
   rm -f "$out"
   [ "$status" = ok ] || failed=$((failed + 1))
   results+=("Node $version: $status ($koffi; $summary)")
+  record "$major" "$version" "$node_bin" "$status" "$koffi" "$summary"
 done
 
 echo

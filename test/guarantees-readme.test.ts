@@ -29,7 +29,8 @@ function guarantees(): {bullet: string; names: {file: string; title: string}[]}[
 function titlesOf(file: string): RegExp[] {
   const src = readFileSync(`${ROOT}test/${file}.test.ts`, 'utf8');
   const out: RegExp[] = [];
-  const call = /(?<![.\w])(?:privileged|test)(?:\.serial)?(?:\.skip)?\(\s*(['"`])/g;
+  // test(…), privileged(…), privileged.serial(…), and the same after a needing(…) (needing(TOOLS).privilegedSerial(…))
+  const call = /(?:(?<![.\w])|(?<=\)\.))(?:privilegedSerial|privileged|test)(?:\.serial)?(?:\.skip)?\(\s*(['"`])/g;
   for (let m = call.exec(src); m !== null; m = call.exec(src)) {
     const quote = m[1];
     let i = call.lastIndex;
