@@ -99,9 +99,10 @@ export function allocZero(size: number): {ptr: bigint; view: Uint8Array; free: (
   return m;
 }
 /**
- * Native memory for a C string the callee writes (a verifier log): only its first byte is zeroed,
- * so an empty string until written. Large buffers cost nothing until written into (malloc maps
- * fresh pages): zeroing a 1 MiB log per program was a good part of loading a BPF object.
+ * Native memory for a C string the callee writes (a verifier log): only its first byte is written
+ * here, so an empty string until the callee writes one. (koffi allocates with calloc: a large
+ * buffer comes as fresh pages the kernel zeroes when first touched; filling a 1 MiB log per
+ * program with zeros again touched every page of it, a good part of loading a BPF object.)
  */
 export function allocString(size: number): {ptr: bigint; view: Uint8Array; free: () => void} {
   const ptr = koffi.alloc('uint8_t', size) as bigint;
