@@ -222,6 +222,25 @@ privileged.serial('precedence through the CLI: the longest prefix wins, an expli
   );
 });
 
+privileged.serial('precedence through the CLI: a port given its own binding of a prefix all ports already have, and a longer one, in one attach: its own wins the tie, the longer one wins, other ports keep all', async t => {
+  t.timeout(120_000);
+  const {ns, sk} = await setup(t);
+  const srv = async (port: number) => (await startToyServer(ns, {proto: 'tcp', host: '127.0.0.1', port})).pid;
+  const c = await srv(7003);
+  const f = await srv(7006);
+  await sk.ok(['attach', '--pid', String(c), '--name', 'c', '--ports', 'all', '--address', '127.0.0.8/29', '--force']);
+  // port 6000's list goes from [/29 all ports] to [/32 own, /29 own + all ports] in one rewrite
+  await sk.ok(['attach', '--pid', String(f), '--name', 'f', '--ports', '6000', '--address', '127.0.0.8/29', '--address', '127.0.0.9/32']);
+  for (const [host, port, pid] of [
+    ['127.0.0.10', 6000, f], // /29 tie: the explicit port beats all
+    ['127.0.0.9', 6000, f], // /32
+    ['127.0.0.10', 6001, c], // all ports
+  ] as const) {
+    const r = await connectOnce(ns, {proto: 'tcp', host, port});
+    t.is(r.ok ? r.reply.pid : r.error, pid, `${host}:${port}`);
+  }
+});
+
 privileged.serial('the hijack guard compares addresses: a narrower prefix is no hijack, all ports over a wildcard listener is (unless --force), the other family is not', async t => {
   t.timeout(120_000);
   const {ns, sk} = await setup(t);

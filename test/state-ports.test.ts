@@ -5,8 +5,8 @@
 import test from 'ava';
 import {BpfObject, u32Key, type BpfMap} from '../src/bpf/index.js';
 import {BpfError} from '../src/bpf/errors.js';
-import {portIndex, PORT_ENTRIES, PORT_LENS_AT, PORT_SIZE, withPortService} from '../src/dispatcher/layout.js';
-import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, type MapName} from '../src/dispatcher/state.js';
+import {MAX_LENS, portIndex, PORT_ENTRIES, PORT_LENS_AT, PORT_MASKS_AT, PORT_SIZE, withPortService, type PortLen} from '../src/dispatcher/layout.js';
+import {DispatcherState, dispatcherObjectBytes, MAP_NAMES, rewritePortLens, type MapName} from '../src/dispatcher/state.js';
 import {privileged} from './helpers/privileged.js';
 
 const V = withPortService(0, 4, 2);
@@ -93,6 +93,87 @@ test('prefix length lists: kept longest first while lengths come, go and change 
   d.writePortLens(i, 6, eight);
   t.deepEqual(d.portLens(i, 6).map((e) => e.len), [128, 120, 112, 64, 56, 48, 32, 8]);
   t.throws(() => d.writePortLens(i, 6, [...eight, {len: 1, own: true, all: false}]));
+});
+
+/** A small deterministic PRNG (mulberry32): the same cases on every run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+/** A list the dispatcher could hold: up to MAX_LENS distinct lengths, longest first, each own, all or both. */
+function randomLens(rand: () => number, maxLen: number): PortLen[] {
+  const n = Math.floor(rand() * (MAX_LENS + 1));
+  const lens = new Set<number>();
+  while (lens.size < n) lens.add(1 + Math.floor(rand() * maxLen));
+  return [...lens].sort((a, b) => b - a).map((len) => {
+    const k = Math.floor(rand() * 3);
+    return {len, own: k !== 1, all: k !== 0};
+  });
+}
+
+/** What the program sees in a state: the lengths before the first 0, with their kinds (bit p of own/all). */
+function seen(bytes: Uint8Array, family: 4 | 6): PortLen[] {
+  const at = PORT_LENS_AT[family];
+  const {own, all} = PORT_MASKS_AT[family];
+  const out: PortLen[] = [];
+  for (let p = 0; p < MAX_LENS && bytes[at + p] !== 0; p++) out.push({len: bytes[at + p], own: (bytes[own] >> p) & 1 ? true : false, all: (bytes[all] >> p) & 1 ? true : false});
+  return out;
+}
+
+test('prefix length lists: every state in between, byte by byte, keeps each length that stays findable with the kinds it keeps, and shows no other length', (t) => {
+  const rand = prng(0x5eed);
+  let cases = 0;
+  let states = 0;
+  const problems: string[] = [];
+  for (const family of [4, 6] as const) {
+    for (let c = 0; c < 1500; c++) {
+      const before = randomLens(rand, family === 4 ? 32 : 128);
+      const after = randomLens(rand, family === 4 ? 32 : 128);
+      const entry = new Uint8Array(PORT_SIZE);
+      rewritePortLens(entry, family, before);
+      t.deepEqual(seen(entry, family), before);
+      const stays = before.filter((b) => after.some((a) => a.len === b.len)).map((b) => {
+        const a = after.find((x) => x.len === b.len)!;
+        return {len: b.len, own: b.own && a.own, all: b.all && a.all};
+      });
+      const known = new Set([...before, ...after].map((e) => e.len));
+      const check = (bytes: Uint8Array): void => {
+        states++;
+        const now = seen(bytes, family);
+        for (const s of stays) {
+          const at = now.filter((e) => e.len === s.len);
+          const ok = at.some((e) => e.own || e.all) && (!s.own || at.some((e) => e.own)) && (!s.all || at.some((e) => e.all));
+          if (!ok && problems.length < 5) problems.push(`IPv${family} ${JSON.stringify(before)} → ${JSON.stringify(after)}: ${s.len} lost in ${JSON.stringify(now)}`);
+        }
+        for (const e of now) if (!known.has(e.len) && (e.own || e.all) && problems.length < 5) problems.push(`IPv${family}: ${e.len} appeared from nowhere in ${JSON.stringify(now)}`);
+      };
+      check(entry);
+      // each byte store on its own, as the program may see it between two of them
+      const live = new Proxy(entry, {
+        set: (target, key, value) => {
+          const ok = Reflect.set(target, key, value);
+          check(target);
+          return ok;
+        },
+      });
+      rewritePortLens(live, family, after);
+      t.deepEqual(seen(entry, family), after, 'the list as asked');
+      const at = PORT_LENS_AT[family];
+      t.true(entry.subarray(at + after.length, at + MAX_LENS).every((b) => b === 0), 'nothing past the list');
+      const {own, all} = PORT_MASKS_AT[family];
+      t.is((entry[own] | entry[all]) >> after.length, 0, 'no kind past the list');
+      cases++;
+    }
+  }
+  t.deepEqual(problems, []);
+  t.is(cases, 3000);
+  t.true(states > 3000, `${states} states in between checked`);
 });
 
 privileged('the mapping is the kernel map: written as memory, seen by a map lookup (and back)', (t) => {

@@ -151,6 +151,54 @@ function readLens(v: Uint8Array, family: 4 | 6): PortLen[] {
   return out;
 }
 
+/**
+ * Rewrite one struct skl_port's list for a family into `target` (at most MAX_LENS lengths, longest
+ * first), byte by byte in `v` (the entry as memory the program reads meanwhile), so that every
+ * state in between keeps each length that stays findable with the kinds it has before and after:
+ * a position is made inert (no kind) before it is rewritten, a length moves by being copied first
+ * (a duplicate is harmless), never by being overwritten, and a kind that changes is set before the
+ * old one is cleared. (test/state-ports.test.ts checks every state in between.)
+ */
+export function rewritePortLens(v: Uint8Array, family: 4 | 6, target: readonly PortLen[]): void {
+  const at = PORT_LENS_AT[family];
+  const {own: O, all: A} = PORT_MASKS_AT[family];
+  const put = (p: number, e: PortLen | undefined): void => {
+    v[O] &= ~(1 << p);
+    v[A] &= ~(1 << p);
+    v[at + p] = e ? e.len : 0;
+    if (e?.own) v[O] |= 1 << p;
+    if (e?.all) v[A] |= 1 << p;
+  };
+  const want = new Map(target.map((e) => [e.len, e]));
+  let cur = readLens(v, family);
+  // lengths that go: the tail moves up over them
+  for (let k = cur.findIndex((e) => !want.has(e.len)); k >= 0; k = cur.findIndex((e) => !want.has(e.len))) {
+    for (let p = k; p < cur.length - 1; p++) put(p, cur[p + 1]);
+    put(cur.length - 1, undefined);
+    cur = readLens(v, family);
+  }
+  // lengths that stay: their kinds, the new one set before the old one is cleared
+  cur.forEach((e, p) => {
+    const w = want.get(e.len)!;
+    if (w.own) v[O] |= 1 << p;
+    if (w.all) v[A] |= 1 << p;
+    if (!w.own) v[O] &= ~(1 << p);
+    if (!w.all) v[A] &= ~(1 << p);
+  });
+  // read again: a length moved down below copies its kinds as they are now (copying the ones read
+  // before this step put a staying length back to its old kinds when a longer one came)
+  cur = readLens(v, family);
+  // lengths that come: the tail moves down to make room, longest first
+  for (const e of [...want.values()].sort((x, y) => y.len - x.len)) {
+    if (cur.some((c) => c.len === e.len)) continue;
+    const k = cur.findIndex((c) => c.len < e.len);
+    const pos = k < 0 ? cur.length : k;
+    for (let p = cur.length; p > pos; p--) put(p, cur[p - 1]);
+    put(pos, e);
+    cur = readLens(v, family);
+  }
+}
+
 /** Entries of add_ports compared with zero at once by portTable. */
 const PORT_BLOCK = 512;
 
@@ -429,46 +477,12 @@ export class DispatcherState {
   /**
    * Make add_ports[index]'s list for a family `target` (at most MAX_LENS lengths), one step at a
    * time, so that the program, reading the list while it changes, always finds every length that
-   * stays, with its right kinds: a position is made inert (no kind) before it is rewritten, and a
-   * length moves by being copied first (a duplicate is harmless), never by being overwritten.
+   * stays, with its right kinds (rewritePortLens).
    */
   writePortLens(index: number, family: 4 | 6, target: readonly PortLen[]): void {
     if (target.length > MAX_LENS) throw errorFor('map update', E2BIG, `add_ports (index ${index}: ${target.length} prefix lengths)`);
     const {v, flush} = this.portBytes(index);
-    const at = PORT_LENS_AT[family];
-    const {own: O, all: A} = PORT_MASKS_AT[family];
-    const put = (p: number, e: PortLen | undefined): void => {
-      v[O] &= ~(1 << p);
-      v[A] &= ~(1 << p);
-      v[at + p] = e ? e.len : 0;
-      if (e?.own) v[O] |= 1 << p;
-      if (e?.all) v[A] |= 1 << p;
-    };
-    const want = new Map(target.map((e) => [e.len, e]));
-    let cur = readLens(v, family);
-    // lengths that go: the tail moves up over them
-    for (let k = cur.findIndex((e) => !want.has(e.len)); k >= 0; k = cur.findIndex((e) => !want.has(e.len))) {
-      for (let p = k; p < cur.length - 1; p++) put(p, cur[p + 1]);
-      put(cur.length - 1, undefined);
-      cur = readLens(v, family);
-    }
-    // lengths that stay: their kinds, the new one set before the old one is cleared
-    cur.forEach((e, p) => {
-      const w = want.get(e.len)!;
-      if (w.own) v[O] |= 1 << p;
-      if (w.all) v[A] |= 1 << p;
-      if (!w.own) v[O] &= ~(1 << p);
-      if (!w.all) v[A] &= ~(1 << p);
-    });
-    // lengths that come: the tail moves down to make room, longest first
-    for (const e of [...want.values()].sort((x, y) => y.len - x.len)) {
-      if (cur.some((c) => c.len === e.len)) continue;
-      const k = cur.findIndex((c) => c.len < e.len);
-      const pos = k < 0 ? cur.length : k;
-      for (let p = cur.length; p > pos; p--) put(p, cur[p - 1]);
-      put(pos, e);
-      cur = readLens(v, family);
-    }
+    rewritePortLens(v, family, target);
     flush();
   }
 
