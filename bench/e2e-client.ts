@@ -7,25 +7,9 @@
  *   node dist/bench/e2e-client.js --host 127.0.0.1 --ports 8080,9090 --rounds 6 --slice-ms 1000 [--parallel 8]
  */
 import net from 'node:net';
-import {parseArgs} from 'node:util';
-import {alternate} from './lib/slices.js';
+import {alternate, sliceClientArgs} from './lib/slices.js';
 
-const {values} = parseArgs({
-  options: {
-    host: {type: 'string', default: '127.0.0.1'},
-    ports: {type: 'string'},
-    rounds: {type: 'string', default: '6'},
-    'slice-ms': {type: 'string', default: '1000'},
-    'warmup-ms': {type: 'string', default: '300'},
-    parallel: {type: 'string', default: '8'},
-  },
-});
-const host = values.host!;
-const ports = values.ports!.split(',').map(Number);
-const rounds = Number(values.rounds);
-const sliceMs = Number(values['slice-ms']);
-const warmupMs = Number(values['warmup-ms']);
-const parallel = Number(values.parallel);
+const {host, ports, rounds, sliceMs, warmupMs, parallel} = sliceClientArgs('1000', {});
 const errors: Record<string, number> = {};
 
 /** One connection: resolves true when the server's close has been seen, false on an error. */

@@ -9,32 +9,17 @@
  *   node dist/bench/replies-client.js --host 127.0.0.1 --ports 5353,5454 --rounds 6 --slice-ms 500 [--parallel 8]
  */
 import dgram from 'node:dgram';
-import {parseArgs} from 'node:util';
-import {alternate} from './lib/slices.js';
+import {alternate, sliceClientArgs} from './lib/slices.js';
 
-const {values} = parseArgs({
-  options: {
-    host: {type: 'string', default: '127.0.0.1'},
-    ports: {type: 'string'},
-    rounds: {type: 'string', default: '6'},
-    'slice-ms': {type: 'string', default: '500'},
-    'warmup-ms': {type: 'string', default: '300'},
-    parallel: {type: 'string', default: '8'},
-    'timeout-ms': {type: 'string', default: '500'},
-  },
-});
-const host = values.host!;
-const ports = values.ports!.split(',').map(Number);
-const rounds = Number(values.rounds);
-const sliceMs = Number(values['slice-ms']);
-const warmupMs = Number(values['warmup-ms']);
-const parallel = Number(values.parallel);
-const timeoutMs = Number(values['timeout-ms']);
+const {host, ports, rounds, sliceMs, warmupMs, parallel, extra} = sliceClientArgs('500', {'timeout-ms': '500'});
+const timeoutMs = Number(extra['timeout-ms']);
 const QNAME = Buffer.from('\x03skl\x04test\x00\x00\x01\x00\x01', 'latin1');
 
 /** One connected socket asking `port` in a loop until `end`: answered and lost queries. */
 async function loop(port: number, end: number): Promise<{ok: number; lost: number}> {
   const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  // a refused datagram (ICMP port unreachable) is an error on a connected socket: that query is lost
+  s.on('error', () => {});
   await new Promise<void>((resolve) => s.connect(port, host, resolve));
   let ok = 0;
   let lost = 0;

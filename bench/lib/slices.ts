@@ -1,5 +1,29 @@
 /** Time slices that alternate between ports, for the bench's clients (one process, interleaved rounds). */
+import {parseArgs} from 'node:util';
 import {roundOrder} from './stats.js';
+
+/**
+ * A client's command line: the options every slice client takes (--host, --ports, --rounds,
+ * --slice-ms, --warmup-ms, --parallel; `sliceMs` is its default slice) and its own `extra` ones
+ * (name → default), as strings.
+ */
+export function sliceClientArgs<E extends string>(
+  sliceMs: string,
+  extra: Record<E, string>,
+): {host: string; ports: number[]; rounds: number; sliceMs: number; warmupMs: number; parallel: number; extra: Record<E, string>} {
+  const defaults: Record<string, string> = {host: '127.0.0.1', rounds: '6', 'slice-ms': sliceMs, 'warmup-ms': '300', parallel: '8', ...extra};
+  const options = Object.fromEntries([...Object.keys(defaults), 'ports'].map((k) => [k, k in defaults ? {type: 'string' as const, default: defaults[k]} : {type: 'string' as const}]));
+  const v = parseArgs({options}).values as Record<string, string | undefined>;
+  return {
+    host: v.host!,
+    ports: v.ports!.split(',').map(Number),
+    rounds: Number(v.rounds),
+    sliceMs: Number(v['slice-ms']),
+    warmupMs: Number(v['warmup-ms']),
+    parallel: Number(v.parallel),
+    extra: Object.fromEntries(Object.keys(extra).map((k) => [k, v[k]!])) as Record<E, string>,
+  };
+}
 
 export interface SliceCounts {
   ok: number;
