@@ -261,7 +261,7 @@ export class DispatcherState {
   /**
    * The records in use (state ≠ SVC_FREE), raw: one batch read of all 1,024 slots (≈1 ms of CPU
    * time), kept while the caller holds skl's lock (see withServiceSnapshots) until any service is
-   * written. A command reads them a dozen times; nothing else writes them meanwhile (no other skl
+   * written. A command reads them up to seven times (attach); nothing else writes them meanwhile (no other skl
    * does, and the programs only read them).
    */
   serviceRecords(): readonly {id: number; bytes: Buffer}[] {
