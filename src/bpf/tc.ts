@@ -42,6 +42,7 @@ import {errnoName} from './errno.js';
 import {probe} from './features.js';
 import {BPF_LINK_TYPE_TCX, progInfoByFd} from './info.js';
 import {Link} from './link.js';
+import {netlinkDump, NetlinkError} from '../sys/netlink.js';
 
 export type TcDirection = 'ingress' | 'egress';
 export type TcKind = 'tcx' | 'clsact';
@@ -419,19 +420,11 @@ export function listTcFilters(ifindex: number, direction: TcDirection): TcFilter
 }
 
 // --- an RTM_GETTFILTER dump over NETLINK_ROUTE (what `tc filter show dev X ingress` does) ---
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_ROUTE = 0;
 const RTM_NEWQDISC = 36;
 const RTM_GETQDISC = 38;
 const RTM_NEWTFILTER = 44;
 const RTM_GETTFILTER = 46;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_DUMP = 0x300;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
-const NLMSG_HDRLEN = 16;
 const TCMSG_LEN = 20;
 const TCA_KIND = 1;
 const TCA_OPTIONS = 2;
@@ -439,8 +432,6 @@ const TCA_CHAIN = 11;
 const TCA_BPF_NAME = 7;
 const TCA_BPF_ID = 11;
 const NLA_TYPE_MASK = 0x3fff;
-
-let seq = 0;
 
 /** nlattrs of `b` → type → payload. */
 function attrs(b: Buffer): Map<number, Buffer> {
@@ -489,36 +480,16 @@ export function clsactInterfaces(): number[] {
 
 /** An RTM_GET* dump of tc objects over NETLINK_ROUTE: `each(type, struct tcmsg + attributes)` per message. */
 function tcDump(request: number, ifindex: number, parent: number, op: string, what: string, each: (type: number, m: Buffer) => void): void {
-  const fd = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (fd < 0) throw errorFor(op, libc.errno(), '(netlink socket)');
+  const req = Buffer.alloc(TCMSG_LEN);
+  req.writeInt32LE(ifindex, 4); // tcm_ifindex (tcm_family 0: AF_UNSPEC)
+  req.writeUInt32LE(parent, 12); // tcm_parent
   try {
-    const req = Buffer.alloc(NLMSG_HDRLEN + TCMSG_LEN);
-    req.writeUInt32LE(req.length, 0);
-    req.writeUInt16LE(request, 4);
-    req.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
-    req.writeUInt32LE(++seq, 8);
-    req.writeInt32LE(ifindex, NLMSG_HDRLEN + 4); // tcm_ifindex (tcm_family 0: AF_UNSPEC)
-    req.writeUInt32LE(parent, NLMSG_HDRLEN + 12); // tcm_parent
-    if (libc.send(fd, req, req.length, 0) !== req.length) throw errorFor(op, libc.errno(), '(netlink send)');
-    const buf = Buffer.alloc(64 * 1024); // a dump message fits in 32 KiB (the kernel's cap)
-    for (;;) {
-      const n = libc.recv(fd, buf, buf.length, 0);
-      if (n <= 0) throw errorFor(op, n < 0 ? libc.errno() : EINVAL, '(netlink recv)');
-      for (let off = 0; off + NLMSG_HDRLEN <= n; ) {
-        const len = buf.readUInt32LE(off);
-        const type = buf.readUInt16LE(off + 4);
-        if (len < NLMSG_HDRLEN || off + len > n) throw errorFor(op, EINVAL, '(malformed netlink message)');
-        if (type === NLMSG_DONE) return;
-        if (type === NLMSG_ERROR) {
-          const e = -buf.readInt32LE(off + NLMSG_HDRLEN);
-          if (e !== 0) throw errorFor(op, e, what);
-        }
-        if (len >= NLMSG_HDRLEN + TCMSG_LEN) each(type, buf.subarray(off + NLMSG_HDRLEN, off + len));
-        off += (len + 3) & ~3;
-      }
-    }
-  } finally {
-    libc.close(fd);
+    netlinkDump(NETLINK_ROUTE, request, req, (type, m) => {
+      if (m.length >= TCMSG_LEN) each(type, m);
+    });
+  } catch (error) {
+    if (!(error instanceof NetlinkError)) throw error;
+    throw errorFor(op, error.errno, error.step === 'error' ? what : error.step === 'malformed' ? '(malformed netlink message)' : `(netlink ${error.step})`);
   }
 }
 

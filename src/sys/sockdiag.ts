@@ -6,61 +6,36 @@
  * large servers), whatever the namespace holds. Returns undefined when sock_diag is unavailable,
  * so callers fall back to /proc.
  */
-import {libc} from '../ffi/index.js';
 import type {Family, Proto, SocketEntry} from './sockets.js';
 import {formatV6} from './sockets.js';
+import {netlinkDump, NetlinkError} from './netlink.js';
 
-const AF_NETLINK = 16;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_SOCK_DIAG = 4;
 const SOCK_DIAG_BY_FAMILY = 20;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_DUMP = 0x300;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
-const NLMSG_HDRLEN = 16;
-const REQ_LEN = NLMSG_HDRLEN + 56; // nlmsghdr + struct inet_diag_req_v2
+const REQ_LEN = 56; // struct inet_diag_req_v2
 const MSG_LEN = 72; // struct inet_diag_msg
 const TCP_LISTEN = 10;
 const TCP_CLOSE = 7; // an unconnected UDP socket
 const IPPROTO = {tcp: 6, udp: 17} as const;
 const AF = {4: 2, 6: 10} as const;
 
-let seq = 0;
-
 /** One dump: sockets of a protocol and family in the given states. undefined: sock_diag unusable. */
 function dump(proto: Proto, family: Family, state: number): SocketEntry[] | undefined {
-  const fd = libc.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return undefined;
+  const req = Buffer.alloc(REQ_LEN);
+  req.writeUInt8(AF[family], 0); // sdiag_family
+  req.writeUInt8(IPPROTO[proto], 1); // sdiag_protocol
+  req.writeUInt32LE(1 << state, 4); // idiag_states
+  const out: SocketEntry[] = [];
   try {
-    const req = Buffer.alloc(REQ_LEN);
-    req.writeUInt32LE(REQ_LEN, 0);
-    req.writeUInt16LE(SOCK_DIAG_BY_FAMILY, 4);
-    req.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
-    req.writeUInt32LE(++seq, 8);
-    req.writeUInt8(AF[family], 16); // sdiag_family
-    req.writeUInt8(IPPROTO[proto], 17); // sdiag_protocol
-    req.writeUInt32LE(1 << state, 20); // idiag_states
-    if (libc.send(fd, req, REQ_LEN, 0) !== REQ_LEN) return undefined;
-    const out: SocketEntry[] = [];
-    const buf = Buffer.alloc(64 * 1024);
-    for (;;) {
-      const n = libc.recv(fd, buf, buf.length, 0);
-      if (n <= 0) return undefined;
-      for (let off = 0; off + NLMSG_HDRLEN <= n; ) {
-        const len = buf.readUInt32LE(off);
-        const type = buf.readUInt16LE(off + 4);
-        if (len < NLMSG_HDRLEN || off + len > n) return undefined;
-        if (type === NLMSG_DONE) return out;
-        if (type === NLMSG_ERROR) return undefined; // e.g. no inet_diag/udp_diag, or IPv6 off
-        if (type === SOCK_DIAG_BY_FAMILY && len >= NLMSG_HDRLEN + MSG_LEN) out.push(entry(buf.subarray(off + NLMSG_HDRLEN, off + len), proto, family));
-        off += (len + 3) & ~3;
-      }
-    }
-  } finally {
-    libc.close(fd);
+    netlinkDump(NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, req, (type, m) => {
+      if (type === SOCK_DIAG_BY_FAMILY && m.length >= MSG_LEN) out.push(entry(m, proto, family));
+    });
+  } catch (error) {
+    // e.g. no inet_diag/udp_diag, or IPv6 off
+    if (error instanceof NetlinkError) return undefined;
+    throw error;
   }
+  return out;
 }
 
 const INET_DIAG_SKV6ONLY = 11;
