@@ -385,24 +385,14 @@ export class Store {
 
   /** Dispatchers of running `skl attach --foreground` processes in this namespace. */
   foreground(exceptLinkId = 0): DispatcherState[] {
-    return findDispatchers(this.netns.ino).filter((d) => {
-      if (d.linkId === exceptLinkId || isPinnedLink(this.dir, d.linkId)) {
-        d.close();
-        return false;
-      }
-      return true;
-    });
+    const pinned = pinnedLinkId(this.dir);
+    return findDispatchers(this.netns.ino, false, (id) => id === exceptLinkId || id === pinned);
   }
 
   /** Foreground dispatchers of skl 0.1.0 processes still running in this namespace (never migrated). */
   legacyForeground(): LegacyState[] {
-    return findDispatchers(this.netns.ino, true).filter((d) => {
-      if (isPinnedLink(this.dir, d.linkId)) {
-        d.close();
-        return false;
-      }
-      return true;
-    });
+    const pinned = pinnedLinkId(this.dir);
+    return findDispatchers(this.netns.ino, true, (id) => id === pinned);
   }
 }
 
@@ -458,30 +448,33 @@ function linkDetached(dir: string): boolean {
   }
 }
 
-function isPinnedLink(dir: string, id: number): boolean {
-  if (!existsSync(`${dir}/link`)) return false;
+/** The id of the link pinned in `dir` (0: none, or unreadable). */
+function pinnedLinkId(dir: string): number {
+  if (!existsSync(`${dir}/link`)) return 0;
   try {
     const l = Link.openPinned(`${dir}/link`);
     try {
-      return l.info().id === id;
+      return l.info().id;
     } finally {
       l.close();
     }
   } catch {
-    return false;
+    return 0;
   }
 }
 
 /**
  * Every skl sk_dispatch program attached to a namespace, found from the kernel's link list: of
- * this layout, or (legacy) skl 0.1.0's.
+ * this layout, or (legacy) skl 0.1.0's. Links `skip` names (the namespace's pinned one) are left
+ * before their program's maps are opened.
  */
-export function findDispatchers(netnsIno: number): DispatcherState[];
-export function findDispatchers(netnsIno: number, legacy: true): LegacyState[];
-export function findDispatchers(netnsIno: number, legacy = false): (DispatcherState | LegacyState)[] {
+export function findDispatchers(netnsIno: number, legacy?: false, skip?: (linkId: number) => boolean): DispatcherState[];
+export function findDispatchers(netnsIno: number, legacy: true, skip?: (linkId: number) => boolean): LegacyState[];
+export function findDispatchers(netnsIno: number, legacy = false, skip: (linkId: number) => boolean = () => false): (DispatcherState | LegacyState)[] {
   const names: readonly string[] = legacy ? LEGACY_MAP_NAMES : MAP_NAMES;
   const out: (DispatcherState | LegacyState)[] = [];
   forEachNetnsLink(netnsIno, BPF_SK_LOOKUP, (pfd, info) => {
+    if (skip(info.id)) return;
     try {
       if (progInfoByFd(pfd).name !== PROGRAM_NAME) return;
       const maps: Record<string, BpfMap> = {};
